@@ -1,0 +1,50 @@
+"""The dataset record every loader returns, and the per-dataset constants the paper uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Per-channel mean/std of x/255, the paper's normalisation (gtn-spec 1.9).
+NORMALISATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+# Paper's train/validation sizes; the rest of the official training set is validation.
+TRAIN_SIZES = {"mnist": 50_000, "fashion_mnist": 50_000, "cifar10": 45_000}
+DATASETS = tuple(NORMALISATION)
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # [N, H, W, C] uint8
+    labels: np.ndarray  # [N] int32
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    validation: Split
+    test: Split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    source: str  # where the data was read from, for logs and error messages
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def normalize(images, mean, std) -> jax.Array:
+    """uint8 [..., H, W, C] -> float32 normalised; cheap enough to run inside jitted code."""
+    x = jnp.asarray(images, jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

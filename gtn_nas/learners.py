@@ -1,0 +1,127 @@
+"""Learners as pure (init, apply) function pairs, and the paper's fixed learner architectures.
+
+The trainer only ever sees a ``Learner``: any Flax module whose ``__call__(x, train)`` returns
+logits and keeps its normalisation statistics in ``batch_stats`` becomes one through
+``learner_from_module``. Search spaces build such modules from genotypes; the GTN trainer never
+imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gtn_nas.errors import ConfigError
+from gtn_nas.nn import MeanOnlyBN, WNConv, WNDense, leaky_relu
+
+Params = Any  # pytree of arrays
+State = Any  # pytree of arrays (the batch_stats collection)
+
+
+class Learner(NamedTuple):
+    """A network as two pure functions.
+
+    init(key) -> (params, state); apply(params, state, x, train) -> (logits, new_state).
+    In eval mode (train=False) the returned state is the input state.
+    """
+
+    name: str
+    init: Callable[[jax.Array], tuple[Params, State]]
+    apply: Callable[[Params, State, jax.Array, bool], tuple[jax.Array, State]]
+
+
+def learner_from_module(name: str, module: nn.Module, input_shape: Sequence[int]) -> Learner:
+    """Wraps a Flax module taking ``(x, train)`` as a Learner for images of ``input_shape`` (HWC)."""
+    dummy = jnp.zeros((2, *input_shape), jnp.float32)
+
+    def init(key: jax.Array) -> tuple[Params, State]:
+        variables = module.init(key, dummy, train=True)
+        return variables["params"], variables.get("batch_stats", {})
+
+    def apply(params: Params, state: State, x: jax.Array, train: bool):
+        variables = {"params": params, "batch_stats": state}
+        if train:
+            logits, updated = module.apply(variables, x, train=True, mutable=["batch_stats"])
+            return logits, updated.get("batch_stats", {})
+        return module.apply(variables, x, train=False), state
+
+    return Learner(name, init, apply)
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+class BaseFC(nn.Module):
+    """The paper's MNIST learner (`base_fc`): two conv+pool blocks, a 256-unit FC layer."""
+
+    num_classes: int = 10
+    widths: tuple[int, int, int] = (64, 128, 256)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c1, c2, fc = self.widths
+        for c in (c1, c2):
+            x = WNConv(c)(x)
+            x = leaky_relu(MeanOnlyBN()(_max_pool(x), train))
+        x = x.reshape(x.shape[0], -1)
+        x = leaky_relu(MeanOnlyBN()(WNDense(fc)(x), train))
+        return WNDense(self.num_classes)(x)
+
+
+class BaseLarger2(nn.Module):
+    """The paper's CIFAR-10 meta-training learner (`base_larger2`): 5 convs, global pooling."""
+
+    num_classes: int = 10
+    widths: tuple[int, int, int] = (64, 128, 256)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        c1, c2, c3 = self.widths
+        plan = [(c1, 1), (c2, 2), (c2, 1), (c3, 2), (c3, 1)]
+        for c, s in plan:
+            x = leaky_relu(MeanOnlyBN()(WNConv(c, strides=(s, s))(x), train))
+        x = jnp.mean(x, axis=(1, 2))
+        return WNDense(self.num_classes)(x)
+
+
+class MLP(nn.Module):
+    """Weight-normalised MLP with mean-only BN: the learner that is fast on a CPU."""
+
+    num_classes: int = 10
+    hidden: tuple[int, ...] = (256,)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for h in self.hidden:
+            x = leaky_relu(MeanOnlyBN()(WNDense(h)(x), train))
+        return WNDense(self.num_classes)(x)
+
+
+FIXED_LEARNERS = ("base_fc", "base_larger2", "mlp", "linear")
+
+
+def make_learner(name: str, input_shape: Sequence[int], num_classes: int = 10,
+                 width: int | None = None) -> Learner:
+    """Builds one of the fixed learners by name. ``width`` scales the hidden sizes when given."""
+    if name == "base_fc":
+        w = width or 64
+        module = BaseFC(num_classes, (w, 2 * w, 4 * w))
+    elif name == "base_larger2":
+        w = width or 64
+        module = BaseLarger2(num_classes, (w, 2 * w, 4 * w))
+    elif name == "mlp":
+        module = MLP(num_classes, (width or 256,))
+    elif name == "linear":  # the official code's `linear` learner: 784-256-128-10
+        module = MLP(num_classes, (256, 128))
+    else:
+        raise ConfigError(f"unknown learner {name!r}; choose one of {', '.join(FIXED_LEARNERS)}")
+    return learner_from_module(name, module, input_shape)
+
+
+def count_params(tree: Params) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))
