@@ -35,7 +35,7 @@ class Learner(NamedTuple):
 
 def learner_from_module(name: str, module: nn.Module, input_shape: Sequence[int]) -> Learner:
     """Wraps a Flax module taking ``(x, train)`` as a Learner for images of ``input_shape`` (HWC)."""
-    dummy = jnp.zeros((2, *input_shape), jnp.float32)
+    dummy = jnp.zeros((2, *input_shape))
 
     def init(key: jax.Array) -> tuple[Params, State]:
         variables = module.init(key, dummy, train=True)

@@ -47,4 +47,5 @@ class Dataset:
 def normalize(images, mean, std) -> jax.Array:
     """uint8 [..., H, W, C] -> float32 normalised; cheap enough to run inside jitted code."""
     x = jnp.asarray(images, jnp.float32) / 255.0
-    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    return (x - jnp.asarray(mean, jnp.float32).reshape(shape)) / jnp.asarray(std, jnp.float32).reshape(shape)

@@ -29,7 +29,12 @@ def leaky_relu(x: jax.Array) -> jax.Array:
 
 def _torch_bias_init(fan_in: int):
     bound = 1.0 / math.sqrt(fan_in)
-    return lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+    return lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+
+
+def channel(v: jax.Array, ndim: int) -> jax.Array:
+    """A per-channel vector shaped to broadcast against a [..., C] array of rank ``ndim``."""
+    return v.reshape((1,) * (ndim - 1) + (-1,))
 
 
 def _wn_params(module: nn.Module, shape: tuple[int, ...]) -> jax.Array:
@@ -50,9 +55,9 @@ class WNDense(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         fan_in = x.shape[-1]
         v, scale = _wn_params(self, (fan_in, self.features))
-        y = (x @ v) * scale
+        y = (x @ v) * channel(scale, x.ndim)
         if self.use_bias:
-            y = y + self.param("bias", _torch_bias_init(fan_in), (self.features,))
+            y = y + channel(self.param("bias", _torch_bias_init(fan_in), (self.features,)), x.ndim)
         return y
 
 
@@ -74,9 +79,9 @@ class WNConv(nn.Module):
             x, v, window_strides=self.strides, padding=self.padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        y = y * scale
+        y = y * channel(scale, y.ndim)
         if self.use_bias:
-            y = y + self.param("bias", _torch_bias_init(kh * kw * cin), (self.features,))
+            y = y + channel(self.param("bias", _torch_bias_init(kh * kw * cin), (self.features,)), y.ndim)
         return y
 
 
@@ -98,14 +103,14 @@ class MeanOnlyBN(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c = x.shape[-1]
         bias = self.param("bias", nn.initializers.zeros, (c,))
-        stored = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        stored = self.variable("batch_stats", "mean", jnp.zeros, (c,))
         if train:
             mean = jnp.mean(x, axis=_reduce_axes(x))
             if not self.is_initializing():
                 stored.value = self.momentum * stored.value + (1.0 - self.momentum) * mean
         else:
             mean = stored.value
-        return x - mean + bias
+        return x - channel(mean, x.ndim) + channel(bias, x.ndim)
 
 
 class BatchNorm(nn.Module):
@@ -123,8 +128,8 @@ class BatchNorm(nn.Module):
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
-        stored_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
-        stored_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        stored_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,))
+        stored_var = self.variable("batch_stats", "var", jnp.ones, (c,))
         if train:
             axes = _reduce_axes(x)
             mean = jnp.mean(x, axis=axes)
@@ -135,7 +140,8 @@ class BatchNorm(nn.Module):
                 stored_var.value = m * stored_var.value + (1.0 - m) * var
         else:
             mean, var = stored_mean.value, stored_var.value
-        return (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        inv = channel(scale * jax.lax.rsqrt(var + self.epsilon), x.ndim)
+        return (x - channel(mean, x.ndim)) * inv + channel(bias, x.ndim)
 
 
 class BatchStatsNorm(nn.Module):
@@ -157,4 +163,4 @@ class BatchStatsNorm(nn.Module):
         axes = tuple(range(self.group_axes, x.ndim - 1))
         mean = jnp.mean(x, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
-        return (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * channel(scale, x.ndim) + channel(bias, x.ndim)

@@ -1,0 +1,64 @@
+"""Orbax checkpoints of any pytree, keyed by step, with clear errors instead of silent restarts.
+
+Optax states hold NamedTuples; to keep the on-disk format independent of those classes a
+checkpoint stores the pytree's leaves as a list and the caller supplies the structure (a
+freshly initialised state of the same config) when restoring.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from gtn_nas.errors import CheckpointError
+
+logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's own error lines duplicate ours
+
+
+class Checkpointer:
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = Path(directory).resolve()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, tree: Any) -> None:
+        leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+        if self._manager.latest_step() == step:
+            return  # already saved (e.g. a final save right after a periodic one)
+        self._manager.save(step, args=self._ocp.args.StandardSave({"leaves": leaves}))
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, like: Any) -> Any:
+        """Restores the checkpoint at ``step`` into the structure of ``like``."""
+        leaves, treedef = jax.tree_util.tree_flatten(like)
+        target = {"leaves": [np.zeros(np.shape(x), np.asarray(x).dtype) for x in leaves]}
+        where = self.directory / str(step)
+        try:
+            restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(target))
+        except Exception as e:  # orbax raises many types for unreadable data
+            raise CheckpointError(
+                f"checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                "delete that step's folder to resume from an earlier one, or start a new run "
+                "directory") from None
+        got = restored["leaves"]
+        if len(got) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(got, leaves)):
+            raise CheckpointError(
+                f"checkpoint {where} does not match this run's config (different shapes); "
+                "use a new --out directory")
+        return jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in got])
+
+    def close(self) -> None:
+        self._manager.close()

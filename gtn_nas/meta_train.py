@@ -1,0 +1,320 @@
+"""Meta-training: the exact second-order meta-gradient and the outer optimiser.
+
+meta_loss(φ) = mean over fresh learners of [ NLL(θ_T(φ); real batch) + w · Σ_k NLL(θ_{kU}(φ); real batch_k) ]
+where θ_t(φ) is a learner unrolled t steps on the teacher's synthetic batches (``unroll``). The
+gradient with respect to φ (generator, curriculum, log_lr, log_mom) goes back through every inner
+update. The outer optimiser is Adam with a cosine decay to ``final_relative_lr``·lr and optional
+global-norm clipping; a step whose loss or meta-gradient is not finite is skipped, not applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gtn_nas.config import MetaTrainConfig
+from gtn_nas.learners import Learner
+from gtn_nas.teacher import MetaParams, Teacher
+from gtn_nas.training import real_batches
+from gtn_nas.unroll import accuracy, init_inner_state, nll, num_intermediate, unroll
+
+
+class MetaState(NamedTuple):
+    step: jax.Array  # int32 scalar: outer steps attempted so far
+    meta_params: MetaParams
+    opt_state: Any
+
+
+@dataclass(frozen=True)
+class LearnerSource:
+    """Where each outer step's learner comes from.
+
+    ``build(arch)`` returns the Learner for an architecture encoding (None for a fixed learner),
+    called inside the jitted meta-step, so an array ``arch`` lets every architecture share one
+    compiled program; ``sample(key)`` draws the encoding for a step.
+    """
+
+    name: str
+    build: Callable[[Any], Learner]
+    sample: Callable[[jax.Array], Any] = lambda key: None
+
+
+def fixed_source(learner: Learner) -> LearnerSource:
+    return LearnerSource(learner.name, lambda arch: learner)
+
+
+def make_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
+    schedule = optax.cosine_decay_schedule(cfg.meta_lr, cfg.iterations, alpha=cfg.final_relative_lr)
+    adam = optax.adam(schedule, b1=cfg.meta_b1, b2=cfg.meta_b2, eps=cfg.meta_eps)
+    if cfg.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam)
+    return adam
+
+
+def init_meta_state(cfg: MetaTrainConfig, teacher: Teacher, key: jax.Array) -> MetaState:
+    # Strong dtypes: a weakly typed init leaf would make the second step retrace and recompile.
+    meta = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), jax.jit(teacher.init)(key))
+    return MetaState(jnp.zeros((), jnp.int32), meta, make_optimizer(cfg).init(meta))
+
+
+def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
+                   augment=None):
+    """Returns meta_loss(meta_params, arch, key, train_images, train_labels) -> (loss, metrics)."""
+    n_inter = num_intermediate(cfg.inner_steps, cfg.intermediate_every)
+
+    def meta_loss(meta, arch, key, images, labels):
+        learner = source.build(arch)
+        k_teach, k_learners = jax.random.split(key)
+        xs, ys = teacher.generate(meta, k_teach)  # [T, B, H, W, C], [T, B, classes]
+        lrs, moms = Teacher.schedule(meta)
+
+        def one_learner(k):
+            k_init, k_real = jax.random.split(k)
+            real_x, real_y = real_batches(k_real, images, labels, n_inter + 1, cfg.meta_batch_size,
+                                          mean, std, augment)  # [n+1, Bm, H, W, C]
+            state = init_inner_state(learner, k_init)
+            final, inner_losses, inter = unroll(
+                learner, state, xs, ys, lrs, moms, remat=cfg.remat,
+                real_xs=real_x[:-1], real_ys=real_y[:-1], every=cfg.intermediate_every)
+            logits, _ = learner.apply(final.params, final.stats, real_x[-1], False)
+            final_loss = nll(logits, real_y[-1])
+            total = final_loss + cfg.intermediate_weight * inter
+            return total, (final_loss, accuracy(logits, real_y[-1]), inner_losses[-1])
+
+        keys = jax.random.split(k_learners, cfg.num_learners)
+        totals, (finals, accs, inner_last) = jax.vmap(one_learner)(keys)
+        metrics = {"meta_loss": jnp.mean(totals), "final_loss": jnp.mean(finals),
+                   "train_acc": jnp.mean(accs), "inner_loss": jnp.mean(inner_last)}
+        return jnp.mean(totals), metrics
+
+    return meta_loss
+
+
+def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
+                   augment=None):
+    """The whole outer step as one function: meta-gradient, finiteness check, optax update.
+
+    meta_step(meta_state, arch, key, train_images, train_labels) -> (meta_state, metrics)
+    """
+    meta_loss = make_meta_loss(cfg, teacher, source, mean, std, augment)
+    opt = make_optimizer(cfg)
+
+    def meta_step(ms: MetaState, arch, key, images, labels):
+        (loss, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(
+            ms.meta_params, arch, key, images, labels)
+        leaves = jax.tree_util.tree_leaves(grads)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
+        updates, new_opt = opt.update(grads, ms.opt_state, ms.meta_params)
+        new_meta = optax.apply_updates(ms.meta_params, updates)
+        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731 - skip a non-finite step
+        new_meta = jax.tree_util.tree_map(keep, new_meta, ms.meta_params)
+        new_opt = jax.tree_util.tree_map(keep, new_opt, ms.opt_state)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite,
+                       lr_mean=jnp.mean(jnp.exp(ms.meta_params["log_lr"])),
+                       mom_mean=jnp.mean(jnp.exp(ms.meta_params["log_mom"])))
+        return MetaState(ms.step + 1, new_meta, new_opt), metrics
+
+    return meta_step
+
+
+# ---------------------------------------------------------------------------------------------
+# The command: run directory, outer loop, checkpoints, periodic validation, samples, summary.
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from gtn_nas import plots  # noqa: E402
+from gtn_nas.checkpoint import Checkpointer  # noqa: E402
+from gtn_nas.errors import NonFiniteError  # noqa: E402
+from gtn_nas.generator import make_generator  # noqa: E402
+from gtn_nas.runs import MetricsLog, open_run_dir, write_json  # noqa: E402
+from gtn_nas.training import score, subset, train_on_teacher  # noqa: E402
+from gtn_nas.ui import Reporter  # noqa: E402
+
+
+def build_teacher(cfg: MetaTrainConfig, image_shape, num_classes: int) -> Teacher:
+    gen = make_generator(cfg.generator, image_shape, cfg.generator_hidden)
+    return Teacher(gen, cfg.curriculum, cfg.inner_steps, cfg.batch_size, cfg.noise_dim,
+                   num_classes, cfg.learn_labels, cfg.init_lr, cfg.init_momentum)
+
+
+def build_learner_source(cfg: MetaTrainConfig, image_shape, num_classes: int) -> LearnerSource:
+    """The meta-training learner: a fixed architecture, or a search space sampled every step."""
+    from gtn_nas.learners import FIXED_LEARNERS, make_learner
+
+    if cfg.learner in FIXED_LEARNERS:
+        return fixed_source(make_learner(cfg.learner, image_shape, num_classes, cfg.learner_width))
+    from gtn_nas.nas_learners import space_source  # search spaces stay out of the core trainer
+
+    return space_source(cfg, image_shape, num_classes)
+
+
+def _keys(seed: int):
+    """One root key split once by purpose: teacher init, outer steps, validation learners."""
+    k_init, k_steps, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return k_init, k_steps, k_eval
+
+
+def curriculum_images(teacher: Teacher, meta: MetaParams, key) -> tuple[np.ndarray, np.ndarray]:
+    x, y = jax.jit(teacher.generate)(meta, key)
+    return np.asarray(x), np.asarray(jnp.argmax(y, -1))
+
+
+def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Runs (or resumes) `gtn-nas meta-train`; returns the summary also saved as summary.json."""
+    from gtn_nas.data import augment_crop_flip, load_dataset
+
+    rep = reporter or Reporter(quiet=True)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
+    run_dir, resumed = open_run_dir(cfg, cfg.out)
+    image_shape, classes = data.image_shape, data.num_classes
+    teacher = build_teacher(cfg, image_shape, classes)
+    source = build_learner_source(cfg, image_shape, classes)
+    k_init, k_steps, k_eval = _keys(cfg.seed)
+
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    state = init_meta_state(cfg, teacher, k_init)
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = ckpt.restore(latest, state)
+        state = jax.tree_util.tree_map(jnp.asarray, state)
+        start = int(state.step)
+        rep.info(f"resuming {run_dir} from outer step {start}")
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
+
+    images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+    v_img, v_lab = subset(data.validation.images, data.validation.labels, cfg.eval_subset)
+    v_img, v_lab = jnp.asarray(v_img), jnp.asarray(v_lab)
+    augment = augment_crop_flip if cfg.augment else None
+    step_fn = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std, augment),
+                      donate_argnums=0)
+    k_arch = jax.random.fold_in(k_steps, 2**31 - 1)
+    k_eval_arch = jax.random.fold_in(k_eval, 2**31 - 1)
+
+    @jax.jit
+    def validate(meta, key, arch):
+        learner = source.build(arch)
+        st = train_on_teacher(teacher, learner, meta, key)
+        return score(learner, st, v_img, v_lab, data.mean, data.std)
+
+    def validation_accuracy(step: int) -> float:
+        key = jax.random.fold_in(k_eval, step)
+        return float(validate(state.meta_params, key, source.sample(jax.random.fold_in(k_eval_arch, step))))
+
+    pending: list[tuple[int, dict]] = []
+    nonfinite_run = 0
+    t_start = time.time()
+    last_val: float | None = None
+    step = shown = start
+
+    def flush() -> None:
+        nonlocal nonfinite_run
+        rows = []
+        for s, m in jax.device_get(pending):
+            row = {"step": s + 1, **{k: float(v) for k, v in m.items()}}
+            row["finite"] = bool(m["finite"])
+            nonfinite_run = 0 if row["finite"] else nonfinite_run + 1
+            rows.append(row)
+        pending.clear()
+        log.write(rows)
+        if nonfinite_run >= cfg.max_nonfinite:
+            ckpt.save(step, state)
+            raise NonFiniteError(
+                f"{nonfinite_run} consecutive non-finite meta-gradients at outer step {step}; the "
+                f"last finite meta-parameters are saved in {run_dir / 'checkpoints'}; lower "
+                "--meta-lr or set --grad-clip, then resume with a new --out or the same one")
+
+    def save_samples(tag: str) -> None:
+        x, y = curriculum_images(teacher, state.meta_params, jax.random.fold_in(k_eval, 7))
+        plots.curriculum_grid(x, y, run_dir / "samples" / f"curriculum_{tag}.png", data.mean,
+                              data.std, title=f"{cfg.dataset} GTN curriculum, outer step {tag}")
+
+    interrupted = False
+    try:
+        with rep.progress("meta-train", total=cfg.iterations, completed=start) as bar:
+            while step < cfg.iterations:
+                key = jax.random.fold_in(k_steps, step)
+                arch = source.sample(jax.random.fold_in(k_arch, step))
+                state, metrics = step_fn(state, arch, key, images, labels)
+                pending.append((step, metrics))
+                step += 1
+                done = step == cfg.iterations
+                if step % cfg.log_every == 0 or done:
+                    loss = float(metrics["meta_loss"])
+                    flush()
+                    if cfg.eval_every and (step % cfg.eval_every == 0 or done):
+                        last_val = validation_accuracy(step)
+                        log.write([{"step": step, "val_acc": last_val}])
+                    elapsed = time.time() - t_start
+                    rate = (step - start) / max(elapsed, 1e-9)
+                    fields = {"loss": loss}
+                    if last_val is not None:
+                        fields["val_acc"] = last_val
+                    bar.update(advance=step - shown, rate=f"{rate:.2f} it/s", **fields)
+                    shown = step
+                if step % cfg.checkpoint_every == 0 or done:
+                    ckpt.save(step, state)
+                if cfg.samples_every and step % cfg.samples_every == 0:
+                    save_samples(f"{step:06d}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pending:
+            try:
+                flush()
+            except NonFiniteError:
+                pass
+        ckpt.save(step, state)  # on exit, Ctrl-C included: nothing is lost
+    if interrupted:
+        rep.info(f"interrupted at outer step {step}; run the same command again to resume")
+        raise KeyboardInterrupt
+
+    if last_val is None or cfg.eval_every == 0:
+        last_val = validation_accuracy(step)
+        log.write([{"step": step, "val_acc": last_val}])
+    save_samples("final")
+    rows = log.read()
+    wall = time.time() - t_start  # this invocation's time; a resumed run counts only its part
+    train_rows = [r for r in rows if "meta_loss" in r]
+    summary = {
+        "run_dir": str(run_dir), "dataset": cfg.dataset, "learner": source.name,
+        "outer_steps": step, "final_meta_loss": train_rows[-1]["meta_loss"] if train_rows else None,
+        "validation_accuracy": last_val, "nonfinite_steps": sum(not r["finite"] for r in train_rows),
+        "wall_seconds": round(wall, 1), "data_source": data.source,
+        "inner_lr": np.exp(np.asarray(state.meta_params["log_lr"])).round(5).tolist(),
+        "inner_momentum": np.exp(np.asarray(state.meta_params["log_mom"])).round(4).tolist(),
+    }
+    write_json(run_dir / "summary.json", summary)
+    ckpt.close()
+    return summary
+
+
+def load_gtn(run_dir: str | Path) -> tuple[MetaTrainConfig, Teacher, MetaParams, int]:
+    """Reads a meta-training run: (config, teacher, meta_params at the last checkpoint, step)."""
+    from gtn_nas.config import load_config
+    from gtn_nas.data.base import NORMALISATION
+    from gtn_nas.errors import CheckpointError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"{run_dir} is not a meta-training run (no config.json); "
+                              "pass the --out directory of `gtn-nas meta-train`")
+    cfg = load_config(MetaTrainConfig, run_dir / "config.json")
+    shape = {"cifar10": (32, 32, 3)}.get(cfg.dataset, (28, 28, 1))
+    classes = 10
+    assert cfg.dataset in NORMALISATION
+    teacher = build_teacher(cfg, shape, classes)
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    latest = ckpt.latest_step()
+    if latest is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet; run `gtn-nas meta-train --out {run_dir}` first")
+    state = ckpt.restore(latest, init_meta_state(cfg, teacher, jax.random.PRNGKey(0)))
+    ckpt.close()
+    return cfg, teacher, jax.tree_util.tree_map(jnp.asarray, state.meta_params), latest

@@ -1,0 +1,88 @@
+"""Run directories: config.json, metrics.jsonl, summary.json, shared by every long command.
+
+A run directory is created by the first invocation and resumed by the next one with the same
+config; a different config in an existing directory is an error, never a silent overwrite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from gtn_nas.config import load_config, save_config
+from gtn_nas.errors import ConfigError
+
+# Keys that may differ between the run that created a directory and the one resuming it.
+RESUMABLE_KEYS = {"data_dir", "log_every", "eval_every", "checkpoint_every", "samples_every",
+                  "out", "iterations", "max_nonfinite", "eval_subset"}
+
+
+def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] = RESUMABLE_KEYS) -> tuple[Path, bool]:
+    """Creates ``out`` with its config.json, or checks an existing one matches. Returns (dir, resumed)."""
+    run_dir = Path(out)
+    path = run_dir / "config.json"
+    if path.exists():
+        old = load_config(type(cfg), path)
+        a, b = dataclasses.asdict(old), dataclasses.asdict(cfg)
+        diff = [k for k in a if k not in ignore and a[k] != b.get(k)]
+        if diff:
+            shown = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in diff[:4])
+            raise ConfigError(f"{run_dir} holds a run with a different config ({shown}); "
+                              "use a new --out directory or the same options to resume")
+        save_config(cfg, path)  # keep e.g. a raised iteration count
+        return run_dir, True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path)
+    return run_dir, False
+
+
+class MetricsLog:
+    """Append-only JSON lines; on resume, rows at or past the restored step are dropped so a
+    resumed run's log equals an uninterrupted one's."""
+
+    def __init__(self, path: Path, resume_step: int | None = None, key: str = "step"):
+        self.path = path
+        if path.exists():
+            keep = []
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if resume_step is not None and row.get(key, -1) < resume_step:
+                    keep.append(line)
+            write_atomic(path, "".join(l + "\n" for l in keep))
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        with self.path.open("a") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e})") from None

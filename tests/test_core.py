@@ -1,0 +1,184 @@
+"""The GTN core at tiny shapes: layers, teacher, unroll and the exact meta-gradient."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gtn_nas.config import MetaTrainConfig, build_config
+from gtn_nas.generator import make_generator
+from gtn_nas.learners import MLP, learner_from_module, make_learner
+from gtn_nas.meta_train import fixed_source, init_meta_state, make_meta_loss, make_meta_step
+from gtn_nas.nn import MeanOnlyBN, WNConv, WNDense
+from gtn_nas.teacher import CURRICULA, Teacher
+
+SHAPE = (8, 8, 1)
+MEAN, STD = (0.5,), (0.25,)
+
+
+def tiny_setup(curriculum="full", steps=3, learn_labels=False, **cfg_kw):
+    cfg = build_config(MetaTrainConfig, "meta-train", "tiny",
+                       dict(inner_steps=steps, batch_size=4, noise_dim=3, meta_batch_size=4,
+                            curriculum=curriculum, learn_labels=learn_labels, **cfg_kw))
+    teacher = Teacher(make_generator("mlp", SHAPE, 8), curriculum, steps, 4, 3, 10, learn_labels)
+    learner = learner_from_module("mlp", MLP(10, (8,)), SHAPE)
+    return cfg, teacher, fixed_source(learner)
+
+
+def fake_data(key, n=32):
+    k1, k2 = jax.random.split(key)
+    images = jax.random.randint(k1, (n, *SHAPE), 0, 256).astype(jnp.uint8)
+    labels = jax.random.randint(k2, (n,), 0, 10)
+    return images, labels
+
+
+def test_weight_norm_init_equals_v(key):
+    x = jnp.ones((2, 5))
+    params = WNDense(3).init(key, x)["params"]
+    np.testing.assert_allclose(params["g"], jnp.linalg.norm(params["v"], axis=0), rtol=1e-6)
+    y = WNDense(3).apply({"params": params}, x)
+    np.testing.assert_allclose(y, x @ params["v"] + params["bias"][None], rtol=1e-5)
+    # Scaling v leaves the function unchanged: only the direction of v matters.
+    scaled = dict(params, v=params["v"] * 7.0)
+    np.testing.assert_allclose(WNDense(3).apply({"params": scaled}, x), y, rtol=1e-5)
+    conv = WNConv(4).init(key, jnp.ones((1, 5, 5, 2)))["params"]
+    assert conv["v"].shape == (3, 3, 2, 4) and conv["g"].shape == (4,)
+
+
+def test_mean_only_bn_semantics(key):
+    bn = MeanOnlyBN()
+    x = jax.random.normal(key, (6, 4)) + 3.0
+    variables = bn.init(key, x, train=True)
+    assert np.all(variables["batch_stats"]["mean"] == 0)
+    params = {"params": {"bias": jnp.arange(4.0)}}
+    y, upd = bn.apply({**params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                      mutable=["batch_stats"])
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(y, x - x.mean(0)[None] + jnp.arange(4.0)[None], rtol=1e-5, atol=1e-6)
+    # Eval mode subtracts the stored mean of the last train batch, not the eval batch's own.
+    x2 = x * 2.0
+    y2 = bn.apply({**params, "batch_stats": upd["batch_stats"]}, x2, train=False)
+    np.testing.assert_allclose(y2, x2 - x.mean(0)[None] + jnp.arange(4.0)[None], rtol=1e-5, atol=1e-6)
+
+    # The stored mean is differentiable: the eval output depends on the train batch through it.
+    def eval_out(train_x):
+        _, u = bn.apply({**params, "batch_stats": variables["batch_stats"]}, train_x, train=True,
+                        mutable=["batch_stats"])
+        return jnp.sum(bn.apply({**params, "batch_stats": u["batch_stats"]}, x2, train=False))
+
+    g = jax.grad(eval_out)(x)
+    # d/dx_train of sum over 6 eval rows of (x2 - mean): -6 * (1/6) per element.
+    np.testing.assert_allclose(g, -jnp.ones_like(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("curriculum", CURRICULA)
+def test_curriculum_variants(curriculum, key):
+    _, teacher, _ = tiny_setup(curriculum)
+    meta = teacher.init(key)
+    x1, y1 = teacher.generate(meta, jax.random.PRNGKey(1))
+    x2, _ = teacher.generate(meta, jax.random.PRNGKey(2))
+    assert x1.shape == (3, 4, *SHAPE) and y1.shape == (3, 4, 10)
+    assert float(jnp.max(jnp.abs(x1))) < 2.0  # tanh x 2
+    same = bool(jnp.allclose(x1, x2))
+    assert same == (curriculum == "full"), "only the full curriculum ignores the step key"
+    if curriculum == "full":
+        np.testing.assert_array_equal(jnp.argmax(y1, -1).reshape(-1), np.arange(12) % 10)
+    assert ("z" in meta) == (curriculum != "none")
+
+
+def test_learned_labels_get_gradient(key):
+    cfg, teacher, source = tiny_setup(learn_labels=True)
+    meta = teacher.init(key)
+    images, labels = fake_data(key)
+    loss = make_meta_loss(cfg, teacher, source, MEAN, STD)
+    grads = jax.grad(lambda m: loss(m, None, key, images, labels)[0])(meta)
+    assert float(jnp.abs(grads["labels"]).sum()) > 0
+
+
+@pytest.mark.parametrize("every", [0, 1, 2])
+def test_remat_levels_give_the_same_meta_gradient(every, key):
+    grads = {}
+    for remat in ("none", "step", "nested"):
+        cfg, teacher, source = tiny_setup(steps=4, remat=remat, intermediate_every=every)
+        meta = teacher.init(key)
+        images, labels = fake_data(key)
+        loss = make_meta_loss(cfg, teacher, source, MEAN, STD)
+        grads[remat] = jax.grad(lambda m: loss(m, None, key, images, labels)[0])(meta)
+    for remat in ("step", "nested"):
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+                               grads["none"], grads[remat])
+    # Every meta-parameter receives gradient, the first step's learning rate included.
+    assert float(jnp.abs(grads["none"]["log_lr"][0])) > 0
+    assert float(jnp.abs(grads["none"]["z"]).sum()) > 0
+
+
+def test_meta_gradient_matches_finite_differences_float64(key):
+    with jax.enable_x64(True):
+        cfg, teacher, source = tiny_setup(steps=3, intermediate_every=1)
+        meta = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), teacher.init(key))
+        images, labels = fake_data(key)
+        loss = make_meta_loss(cfg, teacher, source, MEAN, STD)
+
+        def f(log_lr0):
+            m = dict(meta, log_lr=meta["log_lr"].at[0].set(log_lr0))
+            return loss(m, None, key, images, labels)[0]
+
+        x0 = meta["log_lr"][0]
+        analytic = jax.grad(f)(x0)
+        eps = 1e-5
+        numeric = (f(x0 + eps) - f(x0 - eps)) / (2 * eps)
+        assert analytic.dtype == jnp.float64
+        assert abs(float(analytic)) > 1e-6
+        np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
+
+
+def test_meta_step_same_seed_same_result_and_skips_nonfinite(key):
+    cfg, teacher, source = tiny_setup()
+    images, labels = fake_data(key)
+    step = jax.jit(make_meta_step(cfg, teacher, source, MEAN, STD))
+    s1, m1 = step(init_meta_state(cfg, teacher, key), None, jax.random.PRNGKey(5), images, labels)
+    s2, m2 = step(init_meta_state(cfg, teacher, key), None, jax.random.PRNGKey(5), images, labels)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, s1, s2)
+    assert bool(m1["finite"]) and int(s1.step) == 1
+    # A different step key gives a different update (fresh learner init, real batches).
+    s3, _ = step(init_meta_state(cfg, teacher, key), None, jax.random.PRNGKey(6), images, labels)
+    assert not np.allclose(s1.meta_params["z"], s3.meta_params["z"])
+    # A non-finite meta-gradient leaves the meta-parameters and optimiser state untouched.
+    bad = dataclasses.replace(cfg, init_lr=1e38)
+    step_bad = jax.jit(make_meta_step(bad, dataclasses.replace(teacher, init_lr=1e38), source, MEAN, STD))
+    s0 = init_meta_state(bad, dataclasses.replace(teacher, init_lr=1e38), key)
+    s4, m4 = step_bad(s0, None, jax.random.PRNGKey(5), images, labels)
+    assert not bool(m4["finite"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, s4.meta_params, s0.meta_params)
+    assert int(s4.step) == 1
+
+
+def test_multiple_learners_average(key):
+    cfg, teacher, source = tiny_setup(num_learners=3)
+    images, labels = fake_data(key)
+    loss = make_meta_loss(cfg, teacher, source, MEAN, STD)
+    meta = teacher.init(key)
+    total, metrics = loss(meta, None, key, images, labels)
+    assert np.isfinite(float(total)) and set(metrics) >= {"meta_loss", "final_loss", "train_acc"}
+
+
+@pytest.mark.parametrize("name,shape", [("base_fc", (28, 28, 1)), ("base_larger2", (32, 32, 3)),
+                                        ("mlp", (28, 28, 1)), ("linear", (28, 28, 1))])
+def test_fixed_learners_build(name, shape, key):
+    learner = make_learner(name, shape, 10, width=8 if name != "linear" else None)
+    params, stats = learner.init(key)
+    x = jax.random.normal(key, (3, *shape))
+    logits, new_stats = learner.apply(params, stats, x, True)
+    assert logits.shape == (3, 10) and np.all(np.isfinite(logits))
+    assert jax.tree_util.tree_structure(new_stats) == jax.tree_util.tree_structure(stats)
+
+
+def test_paper_generator_shapes(key):
+    for shape in [(28, 28, 1), (32, 32, 3)]:
+        gen = make_generator("conv", shape, 16)
+        z, y = jnp.ones((2, 3, 5)), jnp.ones((2, 3, 10))
+        params = gen.init(key, z, y)
+        x = gen.apply(params, z, y)
+        assert x.shape == (2, 3, *shape)
