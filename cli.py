@@ -132,6 +132,15 @@ def datasets_cmd(data_dir: DataDir = None, json_: Json = False) -> None:
     _run(go, json_)
 
 
+# --- search and rank commands (issue #3) ---
+
+
+# --- retrain command (issue #4) ---
+
+
+# --- show command (issue #5) ---
+
+
 def main() -> None:
     from gtn_nas import enable_compilation_cache
 
