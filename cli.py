@@ -133,9 +133,136 @@ def datasets_cmd(data_dir: DataDir = None, json_: Json = False) -> None:
 
 
 # --- search and rank commands (issue #3) ---
+def _csv_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@app.command("search")
+def search_cmd(
+    gtn: Annotated[str, typer.Option(help="Run directory of `gtn-nas meta-train`.")] = "runs/gtn",
+    out: Annotated[str, typer.Option(help="Search directory (created, or resumed if it exists).")] = "runs/search",
+    space: Annotated[Optional[str], typer.Option(help="Search space: nb201 | micro.")] = None,
+    proxy: Annotated[Optional[str], typer.Option(help="Comma-separated proxies: gtn, real, params; the first ranks the leaderboard.")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="Architectures to score (indices 0..N-1).")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="Stop starting new architectures after this many seconds.")] = None,
+    arch: Annotated[Optional[list[str]], typer.Option("--arch", help="Score this genotype string instead of sampling (repeatable).")] = None,
+    preset: Preset = "cpu",
+    data_dir: DataDir = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Must match the GTN's data set (default: the GTN's).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Search seed: architecture i is fold_in(PRNGKey(seed), i).")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Channels C of the scored networks (default: the GTN's NAS learner or the space's).")] = None,
+    cells: Annotated[Optional[int], typer.Option(help="Cells N per stage of the scored networks.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="gtn proxy: inner steps on the curriculum (default: the GTN's T).")] = None,
+    real_steps: Annotated[Optional[int], typer.Option(help="real proxy: real-data SGD steps (default: --steps).")] = None,
+    real_lr: Annotated[Optional[float], typer.Option(help="real proxy: learning rate.")] = None,
+    real_momentum: Annotated[Optional[float], typer.Option(help="real proxy: momentum.")] = None,
+    eval_subset: Annotated[Optional[int], typer.Option(help="Validation images every proxy is scored on.")] = None,
+    program: Annotated[Optional[str], typer.Option(help="auto | exact (compile per architecture) | shared (nb201: one program for all).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Write top/NN.json for the best K.")] = None,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Random architecture search scored by a GTN (resumable: re-run the same command)."""
+    overrides = dict(gtn=gtn, out=out, space=space, proxies=_csv_list(proxy), budget=budget,
+                     time_budget=time_budget, archs=tuple(arch) if arch else None,
+                     data_dir=data_dir, dataset=dataset, seed=seed, channels=channels,
+                     cells=cells, steps=steps, real_steps=real_steps, real_lr=real_lr,
+                     real_momentum=real_momentum, eval_subset=eval_subset, program=program,
+                     top_k=top_k)
+
+    def go():
+        from gtn_nas import search as lib
+
+        cfg = lib.search_config(preset, overrides)
+        return lib.search(cfg, _reporter(quiet, json_))
+
+    _run(go, json_)
+
+
+@app.command("rank")
+def rank_cmd(
+    search_dir: Annotated[str, typer.Argument(help="The --out directory of `gtn-nas search`.")],
+    truth: Annotated[str, typer.Option(help="nb201 (the benchmark's table) or DIR:proxy (another search's scores).")] = "nb201",
+    truth_column: Annotated[str, typer.Option(help="nb201 truth: cifar10 | cifar100 | imagenet16.")] = "cifar10",
+    top_fraction: Annotated[float, typer.Option(help="Also correlate over this top fraction by proxy estimate.")] = 0.5,
+    data_dir: DataDir = None,
+    out: Annotated[Optional[str], typer.Option(help="Result JSON (default SEARCH/rank.json; plots beside it).")] = None,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Rank correlation of a search's proxies against ground truth, with scatter plots."""
+    def go():
+        from gtn_nas import rank as lib
+        from gtn_nas.config import RankConfig
+
+        cfg = RankConfig(search=search_dir, truth=truth, truth_column=truth_column,
+                         data_dir=data_dir, top_fraction=top_fraction, out=out)
+        return lib.rank(cfg, _reporter(quiet, json_))
+
+    _run(go, json_)
 
 
 # --- retrain command (issue #4) ---
+@app.command("retrain")
+def retrain_cmd(
+    arch: Annotated[Optional[str], typer.Option(help="Genotype string (NB201 '|op~0|+...' or micro 'normal: ... | reduce: ...'), a top/NN.json of `gtn-nas search`, or a search directory with --top K.")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Retrain the best K architectures of the search directory given as --arch, one after another.")] = None,
+    space: Annotated[Optional[str], typer.Option(help="nb201 | micro (default: inferred from the architecture).")] = None,
+    out: Annotated[str, typer.Option(help="Run directory (created, or resumed if it exists; with --top one NN/ per architecture).")] = "runs/retrain",
+    dataset: Annotated[Optional[str], typer.Option(help="mnist | fashion_mnist | cifar10.")] = None,
+    data_dir: DataDir = None,
+    preset: Annotated[str, typer.Option(help="tiny (tests, seconds) | cpu (>=99% MNIST on 2 cores) | paper (NAO's 600-epoch recipe, GPU).")] = "cpu",
+    channels: Annotated[Optional[int], typer.Option(help="C, channels of the first stage.")] = None,
+    cells: Annotated[Optional[int], typer.Option(help="N, cells per stage.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (cosine schedule length).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-B", help="Images per SGD step.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Initial learning rate (cosine decay to --lr-min).")] = None,
+    lr_min: Annotated[Optional[float], typer.Option(help="Final learning rate.")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum.")] = None,
+    nesterov: Annotated[Optional[bool], typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="L2 weight decay.")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option(help="Global-norm gradient clip (0: off).")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing epsilon.")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="auto (crop+flip for CIFAR-10, none for MNISTs) | none | crop | crop_flip.")] = None,
+    cutout: Annotated[Optional[int], typer.Option(help="Cutout square side in pixels (0: off).")] = None,
+    drop_path: Annotated[Optional[float], typer.Option(help="Drop-path probability of the deepest cell at the end (ramped with depth and progress).")] = None,
+    auxiliary: Annotated[Optional[bool], typer.Option("--auxiliary/--no-auxiliary", help="Auxiliary head after the second reduction.")] = None,
+    aux_weight: Annotated[Optional[float], typer.Option(help="Loss weight of the auxiliary head.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout before the classifier.")] = None,
+    activation: Annotated[Optional[str], typer.Option(help="leaky_relu (as GTN learners) | relu.")] = None,
+    train_subset: Annotated[Optional[int], typer.Option(help="Train on a fixed subset of this many images (0: all).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of init, data order and augmentation.")] = None,
+    log_every: Annotated[Optional[int], typer.Option(help="Steps between metrics rows.")] = None,
+    eval_only: Annotated[bool, typer.Option("--eval-only", help="Reload the trained model in --out and report validation/test accuracy.")] = False,
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Train searched architectures on real data to the end (checkpointed every epoch; re-run to resume)."""
+    overrides = dict(arch=arch, top=top, space=space, out=out, dataset=dataset, data_dir=data_dir,
+                     channels=channels, cells=cells, epochs=epochs, batch_size=batch_size, lr=lr,
+                     lr_min=lr_min, warmup_epochs=warmup_epochs, momentum=momentum,
+                     nesterov=nesterov, weight_decay=weight_decay, grad_clip=grad_clip,
+                     label_smoothing=label_smoothing, augment=augment, cutout=cutout,
+                     drop_path=drop_path, auxiliary=auxiliary, aux_weight=aux_weight,
+                     dropout=dropout, activation=activation, train_subset=train_subset,
+                     seed=seed, log_every=log_every)
+
+    def go():
+        from gtn_nas import retrain as lib
+
+        rep = _reporter(quiet, json_)
+        if eval_only:
+            return lib.evaluate_runs(out, data_dir=data_dir, dataset=dataset, reporter=rep)
+        if not arch:
+            raise lib.ArchitectureError("--arch is required: a genotype string, a top/NN.json "
+                                        "file, or a search directory with --top K")
+        cfg = lib.build_retrain_config(preset, overrides)
+        return lib.retrain(cfg, rep)
+
+    _run(go, json_)
 
 
 # --- show command (issue #5) ---

@@ -123,10 +123,12 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(learner="mlp", learner_width=32, generator="mlp", generator_hidden=64,
                      inner_steps=4, batch_size=16, noise_dim=8, iterations=6, meta_batch_size=16,
                      log_every=2, eval_every=3, eval_subset=500, checkpoint_every=3),
+        # Tuned on 2 cores (benchmarks/RESULTS.md): the final-loss-only meta-objective is ~40%
+        # cheaper per step and learned faster than U=1; a large meta batch costs little there.
         "cpu": dict(learner="mlp", learner_width=256, generator="mlp", generator_hidden=512,
-                    inner_steps=32, batch_size=128, noise_dim=64, iterations=800, meta_lr=0.01,
-                    meta_batch_size=128, intermediate_every=1, grad_clip=0.0, log_every=10,
-                    eval_every=100, checkpoint_every=50),
+                    inner_steps=32, batch_size=128, noise_dim=64, iterations=700, meta_lr=0.02,
+                    init_lr=0.1, meta_batch_size=1024, intermediate_every=0, grad_clip=10.0,
+                    log_every=10, eval_every=100, checkpoint_every=50),
         "paper": dict(learner="base_fc", generator="conv", inner_steps=32, batch_size=128,
                       noise_dim=128, meta_lr=0.02, iterations=2000, meta_batch_size=128,
                       intermediate_every=1, log_every=50, eval_every=50, checkpoint_every=100),
@@ -172,3 +174,117 @@ def load_config(cls: type[C], path: Path) -> C:
         return cls(**values)
     except TypeError as e:
         raise ConfigError(f"config {path} does not fit {cls.__name__}: {e}") from None
+
+
+# --- search and rank configs (issue #3) ---
+SEARCH_PROXIES = ("gtn", "real", "params")
+SEARCH_PROGRAMS = ("auto", "exact", "shared")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """`gtn-nas search`: random search scored by proxies; saved as DIR/config.json.
+
+    Architecture i of the search is ``space.sample`` of a key derived from
+    ``fold_in(PRNGKey(seed), i)``. ``budget`` counts architectures (indices 0..budget-1; 0: no
+    count limit), ``time_budget`` bounds each invocation's wall time; at least one is needed.
+    ``archs`` replaces sampling by the given genotype strings (budget defaults to their count).
+    ``channels``/``cells`` None: the GTN's learner size when it was meta-trained on the same
+    space, else the space's search-time size. ``program``: ``exact`` compiles each genotype's
+    own network, ``shared`` runs every NB201 genotype in one supernet program, ``auto`` picks
+    shared on accelerators and exact on CPU.
+    """
+
+    gtn: str = "runs/gtn"
+    out: str = "runs/search"
+    space: str = "nb201"
+    proxies: tuple[str, ...] = ("gtn",)
+    budget: int = 0
+    time_budget: float | None = None  # seconds per invocation
+    preset: str = "cpu"
+    data_dir: str | None = None
+    seed: int = 0
+    channels: int | None = None
+    cells: int | None = None
+    steps: int | None = None  # gtn proxy: first `steps` of the curriculum (default: the GTN's T)
+    real_steps: int | None = None  # real proxy: SGD steps on real batches (default: = steps)
+    real_lr: float = 0.1
+    real_momentum: float = 0.9
+    real_batch_size: int | None = None  # default: the GTN's batch size
+    eval_subset: int = 10_000  # fixed validation images every proxy is scored on
+    program: str = "auto"
+    top_k: int = 10  # top/NN.json files written
+    archs: tuple[str, ...] = ()  # score these genotype strings (index i = the i-th) instead of samples
+    dataset: str | None = None  # default: the GTN's; anything else is an error
+
+    def __post_init__(self):
+        from search_spaces import get_space
+
+        space = get_space(self.space)
+        object.__setattr__(self, "space", space.name)
+        if isinstance(self.archs, str):
+            object.__setattr__(self, "archs", (self.archs,))
+        object.__setattr__(self, "archs", tuple(space.from_str(a).to_str() for a in self.archs))
+        if self.archs and self.budget > len(self.archs):
+            raise ConfigError(f"--budget {self.budget} exceeds the {len(self.archs)} given "
+                              "architectures")
+        proxies = tuple(str(p).strip().lower() for p in self.proxies)
+        if not proxies:
+            raise ConfigError(f"give at least one proxy: {', '.join(SEARCH_PROXIES)}")
+        for p in proxies:
+            _check_choice("proxy", p, SEARCH_PROXIES)
+        if len(set(proxies)) != len(proxies):
+            raise ConfigError(f"proxy listed twice in {','.join(proxies)}")
+        object.__setattr__(self, "proxies", proxies)
+        _check_choice("preset", self.preset, PRESETS)
+        _check_choice("program", self.program, SEARCH_PROGRAMS)
+        if self.program == "shared" and self.space != "nb201":
+            raise ConfigError("--program shared exists only for the nb201 space (micro genotypes "
+                              "differ in parameter shapes); use exact or auto")
+        _check_positive(self, "budget", "seed", allow_zero=True)
+        _check_positive(self, "real_lr", "eval_subset", "top_k")
+        _check_positive(self, "real_momentum", allow_zero=True)
+        for n in ("time_budget", "channels", "cells", "steps", "real_steps", "real_batch_size"):
+            if getattr(self, n) is not None:
+                _check_positive(self, n)
+        if not self.budget and self.time_budget is None and not self.archs:
+            raise ConfigError("give --budget N (architectures) or --time-budget SECONDS")
+        if self.dataset is not None:
+            from gtn_nas.data.base import DATASETS
+
+            _check_choice("dataset", self.dataset, DATASETS)
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """`gtn-nas rank`: each proxy of a search against a ground truth.
+
+    ``truth`` is ``nb201`` (the benchmark's table in ``<data_dir>/nb201/nb201_cifar_accuracy.csv``,
+    column ``truth_column``) or ``DIR:proxy`` (another search's scores, e.g. a long real-data
+    run, matched by genotype string).
+    """
+
+    search: str = "runs/search"
+    truth: str = "nb201"
+    truth_column: str = "cifar10"  # nb201 truth: cifar10 | cifar100 | imagenet16
+    data_dir: str | None = None
+    top_fraction: float = 0.5  # also correlate over the top fraction by proxy estimate
+    out: str | None = None  # default: SEARCH/rank.json (and SEARCH/plots/)
+
+    def __post_init__(self):
+        if self.truth != "nb201":
+            folder, sep, proxy = self.truth.rpartition(":")
+            if not sep or not folder:
+                raise ConfigError(f"--truth must be nb201 or DIR:proxy (proxy one of "
+                                  f"{', '.join(SEARCH_PROXIES)}), got {self.truth!r}")
+            _check_choice("truth proxy", proxy, SEARCH_PROXIES)
+        _check_choice("truth_column", self.truth_column, ("cifar10", "cifar100", "imagenet16"))
+        if not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+
+
+PRESET_VALUES["search"] = {
+    "tiny": dict(budget=4, channels=4, cells=1, eval_subset=256, top_k=3),
+    "cpu": dict(budget=50, cells=1, eval_subset=2000),
+    "paper": dict(budget=800, eval_subset=10_000),
+}

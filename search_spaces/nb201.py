@@ -252,6 +252,7 @@ class _NB201Fields(nn.Module):
     num_classes: int = 10
     bn_momentum: float = 0.0
     activation: str = "leaky_relu"
+    dropout: float = 0.0  # before the classifier (final training only; train mode)
 
 
 def _nb201_forward(m: _NB201Fields, x: jax.Array, train: bool,
@@ -277,7 +278,9 @@ def _nb201_forward(m: _NB201Fields, x: jax.Array, train: bool,
                           name=f"cell_{stage}_{n}")(x, train, choice, rate)
     x = BatchNorm(m.bn_momentum, name="final_bn")(x, train)
     x = get_activation(m.activation)(x)
-    logits = WNDense(m.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dropout(m.dropout, deterministic=not train or m.dropout == 0)(x)
+    logits = WNDense(m.num_classes, name="classifier")(x)
     return (logits, aux) if auxiliary and train else logits
 
 
@@ -390,7 +393,7 @@ class NB201Space(SearchSpace):
               cells: int | None = None, num_classes: int = 10,
               input_shape: InputShape = (32, 32, 3), *, bn_momentum: float = 0.0,
               drop_path: float = 0.0, auxiliary: bool = False,
-              activation: str = "leaky_relu") -> NB201Network:
+              activation: str = "leaky_relu", dropout: float = 0.0) -> NB201Network:
         if isinstance(genotype, str):
             genotype = self.from_str(genotype)
         if not isinstance(genotype, NB201Genotype):
@@ -402,10 +405,13 @@ class NB201Space(SearchSpace):
         get_activation(activation)
         if not 0.0 <= drop_path < 1.0:
             raise ConfigError(f"drop_path must be in [0, 1), got {drop_path}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         return NB201Network(channels=int(channels), cells=int(cells),
                             num_classes=int(num_classes), bn_momentum=float(bn_momentum),
                             activation=activation, ops=genotype.ops,
-                            drop_path=float(drop_path), auxiliary=bool(auxiliary))
+                            drop_path=float(drop_path), auxiliary=bool(auxiliary),
+                            dropout=float(dropout))
 
 
 def build_shared(channels: int = 16, cells: int = 5, num_classes: int = 10,

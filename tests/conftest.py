@@ -1,10 +1,17 @@
 """Shared test setup: strict rank promotion, fixed keys, and the reference data location."""
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
-import jax
-import pytest
+# Tests compile many small second-order programs and run each once: XLA's backend optimisation
+# costs more than it saves there (compile time halves), and results are unchanged within tolerance.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -23,3 +30,27 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"reference data not found at {SHARED_DATA} (set GTN_NAS_DATA_DIR)")
     return SHARED_DATA
+
+
+def _write_idx(path, array):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    """96 training (80 train + 16 validation) and 32 test 28x28 images whose class is a bright
+    square's position, so a tiny net learns something."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 96), ("t10k", 32)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, y in enumerate(labels):
+            r, c = divmod(int(y), 5)
+            images[i, 4 + 12 * r:12 + 12 * r, 2 + 5 * c:7 + 5 * c] = 255
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root

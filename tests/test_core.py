@@ -97,7 +97,7 @@ def test_learned_labels_get_gradient(key):
     assert float(jnp.abs(grads["labels"]).sum()) > 0
 
 
-@pytest.mark.parametrize("every", [0, 1, 2])
+@pytest.mark.parametrize("every", [2])  # U=2 of T=4: intermediate and final losses both present
 def test_remat_levels_give_the_same_meta_gradient(every, key):
     grads = {}
     for remat in ("none", "step", "nested"):
@@ -105,7 +105,7 @@ def test_remat_levels_give_the_same_meta_gradient(every, key):
         meta = teacher.init(key)
         images, labels = fake_data(key)
         loss = make_meta_loss(cfg, teacher, source, MEAN, STD)
-        grads[remat] = jax.grad(lambda m: loss(m, None, key, images, labels)[0])(meta)
+        grads[remat] = jax.jit(jax.grad(lambda m: loss(m, None, key, images, labels)[0]))(meta)
     for remat in ("step", "nested"):
         jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
                                grads["none"], grads[remat])

@@ -133,7 +133,7 @@ class BatchNorm(nn.Module):
         if train:
             axes = _reduce_axes(x)
             mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            var = jnp.mean(jnp.square(x - channel(mean, x.ndim)), axis=axes)
             if not self.is_initializing():
                 m = self.momentum
                 stored_mean.value = m * stored_mean.value + (1.0 - m) * mean

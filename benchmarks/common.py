@@ -1,0 +1,60 @@
+"""What every benchmark shares: machine description, JSON output, the RESULTS.md row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine() -> dict:
+    import jax
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "device": f"{dev.platform}:{getattr(dev, 'device_kind', '')}", "jax": jax.__version__,
+            "python": platform.python_version()}
+
+
+def describe(m: dict) -> str:
+    return f"{m['cpu']} ({m['cores']} cores), {m['device']}, jax {m['jax']}"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def save(result: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True, default=float) + "\n")
+    print(f"saved {path}")
+
+
+def append_row(section: str, text: str) -> None:
+    """Appends a dated entry under ``## section`` of RESULTS.md (created if missing)."""
+    body = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
+    entry = f"\n### {dt.date.today().isoformat()}: `{command_line()}`\n\n{text.strip()}\n"
+    header = f"\n## {section}\n"
+    if header not in body:
+        body = body.rstrip() + "\n" + header
+    start = body.index(header) + len(header)
+    nxt = body.find("\n## ", start)
+    end = len(body) if nxt < 0 else nxt
+    body = body[:end].rstrip() + "\n" + entry + body[end:]
+    RESULTS_MD.write_text(body)
+    print(f"appended to {RESULTS_MD}")

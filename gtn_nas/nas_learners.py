@@ -1,0 +1,111 @@
+"""Search-space learners for meta-training: a different architecture at every outer step.
+
+``space_source(cfg, image_shape, num_classes)`` turns a search space into the trainer's
+``LearnerSource``: ``sample(key)`` draws an architecture encoding (a fresh uniform genotype per
+outer step, or one of a fixed pool of ``cfg.arch_pool`` genotypes), and ``build(arch)``, called
+inside the jitted meta-step, returns the learner for that encoding.
+
+Compilation. The meta-step is jitted once per distinct *type* of ``arch``:
+- ``nb201``: ``arch`` is the int32 [6] op-index array of ``search_spaces.nb201.encode`` and the
+  learner is the weight-sharing supernet (``nb201.shared_learner``), whose one-hot edge mixing
+  reproduces each genotype's exact function. Every architecture of the 15,625 runs in the same
+  compiled program: one compilation for the whole meta-training run.
+- ``micro``: the wiring of a micro cell changes its parameter shapes, so no shared program exists
+  (see ``search_spaces.micro``). ``arch`` is a ``StaticArch``: a pytree with no array leaves that
+  carries the genotype in its tree structure, so jit compiles once per distinct genotype and
+  reuses the cached program when the genotype recurs. ``--arch-pool P`` bounds the number of
+  compilations by P; without a pool every outer step compiles a new program.
+
+The trainer itself never imports ``search_spaces``: ``meta_train.build_learner_source`` imports
+this module only for the NAS learners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gtn_nas.config import MetaTrainConfig
+from gtn_nas.errors import ConfigError
+from gtn_nas.meta_train import LearnerSource
+
+POOL_SALT = 0x5EED  # fold_in constant for the architecture pool, apart from every outer-step key
+
+
+@jax.tree_util.register_static
+@dataclass(frozen=True)
+class StaticArch:
+    """A genotype passed through jit as static structure (no leaves): one program per genotype."""
+
+    genotype: Any
+
+
+def _pool_genotypes(space, seed: int, size: int) -> list[Any]:
+    """The fixed pool: genotype j is ``space.sample(fold_in(fold_in(PRNGKey(seed), SALT), j))``."""
+    root = jax.random.fold_in(jax.random.PRNGKey(seed), POOL_SALT)
+    return [space.sample(jax.random.fold_in(root, j)) for j in range(size)]
+
+
+def _pick(key: jax.Array, n: int) -> int:
+    return int(jax.random.randint(key, (), 0, n))
+
+
+def space_source(cfg: MetaTrainConfig, image_shape: Sequence[int],
+                 num_classes: int) -> LearnerSource:
+    """The meta-training learner drawn from the search space ``cfg.learner`` (nb201 | micro).
+
+    Sizes: ``cfg.learner_width`` channels (default: the space's search-time C) and
+    ``cfg.learner_cells`` cells per stage.
+    """
+    from search_spaces import get_space
+    from search_spaces import nb201
+
+    space = get_space(cfg.learner)
+    channels = int(cfg.learner_width or space.defaults.channels)
+    cells = int(cfg.learner_cells)
+    shape = tuple(int(d) for d in image_shape)
+    pool = _pool_genotypes(space, cfg.seed, cfg.arch_pool) if cfg.arch_pool else None
+    name = f"{space.name}(C={channels},N={cells}" + (f",pool={cfg.arch_pool})" if pool else ")")
+
+    if space.name == "nb201":
+        # Building the supernet's module here validates the sizes before anything is traced.
+        nb201.build_shared(channels, cells, num_classes, shape)
+        pool_codes = None if pool is None else np.stack([nb201.encode(g) for g in pool])
+
+        def sample(key: jax.Array) -> jax.Array:
+            if pool_codes is not None:
+                return jnp.asarray(pool_codes[_pick(key, len(pool_codes))])  # int32 [6]
+            return jnp.asarray(nb201.encode(space.sample(key)))  # int32 [6]
+
+        def build(arch: jax.Array):
+            return nb201.shared_learner(arch, channels, cells, num_classes, shape)
+
+        return LearnerSource(name, build, sample)
+
+    if space.name == "micro":
+        space.build(space.from_str(space.example), channels, cells, num_classes, shape)
+        learners: dict[Any, Any] = {}  # one Learner per genotype: its closures stay hashable
+
+        def sample(key: jax.Array) -> StaticArch:
+            if pool is not None:
+                return StaticArch(pool[_pick(key, len(pool))])
+            return StaticArch(space.sample(key))
+
+        def build(arch: StaticArch):
+            if not isinstance(arch, StaticArch):
+                raise ConfigError("micro learners take a StaticArch from their source's sample()")
+            if arch.genotype not in learners:
+                learners[arch.genotype] = space.learner(arch.genotype, channels, cells,
+                                                        num_classes, shape)
+            return learners[arch.genotype]
+
+        return LearnerSource(name, build, sample)
+
+    raise ConfigError(f"no meta-training learner for search space {space.name!r}")
+
+
+__all__ = ["StaticArch", "space_source", "POOL_SALT"]

@@ -1,0 +1,185 @@
+"""`gtn-nas rank`: how well each proxy of a search orders architectures by a ground truth.
+
+For every proxy with scores, over the n architectures that also have a truth value:
+
+- Spearman's ρ and Kendall's τ (τ-b: ties, e.g. equal parameter counts, are allowed);
+- the same two over the top ``top_fraction`` of architectures by the proxy's own estimate (the
+  paper's 0.5582 is over the top 50%, gtn-spec 3.3);
+- top-10% overlap: |top-k by proxy ∩ top-k by truth| / k with k = ⌈n/10⌉ (ties broken by index);
+- the truth value of the architecture the proxy ranks first, next to the best truth of all n.
+
+Truth: ``nb201`` reads NAS-Bench-201's table (``<data_dir>/nb201/nb201_cifar_accuracy.csv``,
+keyed by the benchmark's architecture string), ``DIR:proxy`` another search's scores (e.g. a
+long real-data run), matched by genotype string (duplicates averaged).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtn_nas.config import RankConfig
+from gtn_nas.errors import ConfigError, DataError
+from gtn_nas.runs import write_json
+from gtn_nas.store import Store, score_column
+from gtn_nas.ui import Reporter
+
+NB201_FILE = Path("nb201") / "nb201_cifar_accuracy.csv"
+NB201_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs",
+                 "cifar100": "CIFAR100TestAccuracy200Epochs",
+                 "imagenet16": "ImageNetTestAccuracy200Epochs"}
+
+
+def _open_store(folder: str | Path) -> Store:
+    path = Path(folder) / "results.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"{folder} is not a search directory (no results.sqlite); pass the "
+                          "--out directory of `gtn-nas search`")
+    return Store(path)
+
+
+def nb201_truth(data_dir: str | Path | None, column: str = "cifar10") -> dict[str, float]:
+    """Genotype string -> the benchmark's final test accuracy (percent)."""
+    from gtn_nas.data import default_data_dir
+
+    path = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    path = path / NB201_FILE
+    if not path.is_file():
+        raise DataError(f"NAS-Bench-201 ground truth not found at {path}; pass --data-dir with "
+                        f"{NB201_FILE} (columns ArchitectureString, {NB201_COLUMNS[column]})")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        want = NB201_COLUMNS[column]
+        if not reader.fieldnames or "ArchitectureString" not in reader.fieldnames \
+                or want not in reader.fieldnames:
+            raise DataError(f"{path} lacks the ArchitectureString or {want} column")
+        return {row["ArchitectureString"]: float(row[want]) for row in reader}
+
+
+def search_truth(folder: str, proxy: str) -> dict[str, float]:
+    """Genotype string -> another search's ``proxy`` score (averaged over repeated genotypes)."""
+    store = _open_store(folder)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    col = score_column(proxy)
+    by_arch: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get(col) is not None:
+            by_arch.setdefault(r["genotype"], []).append(float(r[col]))
+    if not by_arch:
+        raise ConfigError(f"{folder} has no {proxy} scores to use as the truth")
+    return {g: float(np.mean(v)) for g, v in by_arch.items()}
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
+    from scipy import stats
+
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return None, None  # undefined for fewer than 2 points or a constant
+    rho = stats.spearmanr(x, y).statistic
+    tau = stats.kendalltau(x, y).statistic
+    return float(rho), float(tau)
+
+
+def _top(order_by: np.ndarray, idx: np.ndarray, k: int) -> set[int]:
+    """The k entries with the highest ``order_by`` (ties: lower index first)."""
+    order = np.lexsort((idx, -order_by))
+    return set(idx[order[:k]].tolist())
+
+
+def rank_metrics(proxy: np.ndarray, truth: np.ndarray, index: np.ndarray | None = None,
+                 top_fraction: float = 0.5) -> dict[str, Any]:
+    """The metrics of the module docstring for paired arrays ``proxy`` and ``truth`` ([n])."""
+    proxy, truth = np.asarray(proxy, np.float64), np.asarray(truth, np.float64)
+    n = len(proxy)
+    index = np.arange(n) if index is None else np.asarray(index)
+    out: dict[str, Any] = {"n": n}
+    out["spearman"], out["kendall"] = _corr(proxy, truth)
+    m = max(2, math.ceil(top_fraction * n)) if n else 0
+    sel = np.lexsort((index, -proxy))[:m]
+    out["top_fraction"] = top_fraction
+    out["top_n"] = len(sel)
+    out["spearman_top"], out["kendall_top"] = _corr(proxy[sel], truth[sel])
+    k = max(1, math.ceil(0.1 * n)) if n else 0
+    out["top10_k"] = k
+    out["top10_overlap"] = (len(_top(proxy, index, k) & _top(truth, index, k)) / k) if k else None
+    if n:
+        first = np.lexsort((index, -proxy))[0]
+        out["picked_index"] = int(index[first])
+        out["picked_truth"] = float(truth[first])
+        out["best_truth"] = float(truth.max())
+        out["picked_truth_rank"] = int(np.sum(truth > truth[first])) + 1  # 1 = the best
+    return out
+
+
+def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Runs `gtn-nas rank`; returns the summary also saved as ``rank.json``."""
+    from gtn_nas import plots
+
+    rep = reporter or Reporter(quiet=True)
+    store = _open_store(cfg.search)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    if not rows:
+        raise ConfigError(f"{cfg.search} has no results yet; run `gtn-nas search` first")
+    if cfg.truth == "nb201":
+        spaces = {r["space"] for r in rows}
+        if spaces != {"nb201"}:
+            raise ConfigError(f"--truth nb201 ranks NB201 searches; {cfg.search} searched "
+                              f"{', '.join(sorted(spaces))}")
+        truth = nb201_truth(cfg.data_dir, cfg.truth_column)
+        label = f"NB201 {cfg.truth_column} test accuracy"
+    else:
+        folder, _, proxy = cfg.truth.rpartition(":")
+        truth = search_truth(folder, proxy)
+        label = f"{proxy} score of {folder}"
+    out_path = Path(cfg.out) if cfg.out else Path(cfg.search) / "rank.json"
+    plot_dir = out_path.parent / "plots"
+
+    results: dict[str, Any] = {}
+    table = []
+    for proxy in ("gtn", "real", "params"):
+        col = score_column(proxy)
+        paired = [(r[col], truth[r["genotype"]], r["idx"]) for r in rows
+                  if r.get(col) is not None and r["genotype"] in truth]
+        if not paired:
+            continue
+        p, t, i = (np.array(v) for v in zip(*paired))
+        m = rank_metrics(p, t, i, cfg.top_fraction)
+        png = plot_dir / f"rank_{proxy}.png"
+        rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.3f}"
+        tau = "n/a" if m["kendall"] is None else f"{m['kendall']:.3f}"
+        plots.scatter(p, t, png, xlabel=f"{proxy} proxy", ylabel=label,
+                      title=f"{proxy}: Spearman {rho}, Kendall {tau}, n={m['n']}")
+        m["plot"] = str(png)
+        results[proxy] = m
+        table.append({"proxy": proxy, "n": m["n"], "spearman": _fmt(m["spearman"]),
+                      "kendall": _fmt(m["kendall"]),
+                      f"spearman top {cfg.top_fraction:.0%}": _fmt(m["spearman_top"]),
+                      f"kendall top {cfg.top_fraction:.0%}": _fmt(m["kendall_top"]),
+                      "top-10% overlap": _fmt(m["top10_overlap"]),
+                      "truth of pick": _fmt(m.get("picked_truth")),
+                      "best truth": _fmt(m.get("best_truth"))})
+    if not results:
+        raise ConfigError(f"no architecture of {cfg.search} has a truth value in {cfg.truth}")
+    summary = {"search": str(cfg.search), "truth": cfg.truth, "truth_label": label,
+               "architectures": len(rows), "proxies": results}
+    write_json(out_path, summary)
+    rep.table(f"rank correlation against {label}", table)
+    rep.info(f"saved {out_path} and {plot_dir}/rank_*.png")
+    return summary
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+__all__ = ["nb201_truth", "rank", "rank_metrics", "search_truth"]
