@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gtn_nas.errors import ConfigError
+from gtn_nas.errors import ConfigError, GtnError
 
 PRESETS = ("tiny", "cpu", "paper")
 C = TypeVar("C")
@@ -85,6 +85,16 @@ class MetaTrainConfig:
         _check_choice("generator", self.generator, GENERATORS)
         _check_choice("curriculum", self.curriculum, CURRICULA)
         _check_choice("remat", self.remat, REMAT_LEVELS)
+        from gtn_nas.learners import FIXED_LEARNERS
+
+        if self.learner not in FIXED_LEARNERS:  # else a search space, checked before any run dir
+            from search_spaces import SPACES, get_space
+
+            try:
+                get_space(self.learner)
+            except GtnError:
+                raise ConfigError(f"learner must be one of {', '.join(FIXED_LEARNERS + tuple(SPACES))}"
+                                  f", got {self.learner!r}") from None
         _check_positive(self, "inner_steps", "batch_size", "noise_dim", "iterations", "num_learners",
                         "meta_batch_size", "meta_lr", "init_lr", "log_every", "checkpoint_every",
                         "max_nonfinite", "eval_subset", "learner_cells")
@@ -285,6 +295,6 @@ class RankConfig:
 
 PRESET_VALUES["search"] = {
     "tiny": dict(budget=4, channels=4, cells=1, eval_subset=256, top_k=3),
-    "cpu": dict(budget=50, cells=1, eval_subset=2000),
+    "cpu": dict(budget=50, channels=8, cells=1, eval_subset=2000),  # ~20 s per architecture on 2 cores
     "paper": dict(budget=800, eval_subset=10_000),
 }

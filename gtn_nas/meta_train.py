@@ -187,7 +187,8 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         state = jax.tree_util.tree_map(jnp.asarray, state)
         start = int(state.step)
         rep.info(f"resuming {run_dir} from outer step {start}")
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start)
+    # Rows are numbered by steps completed: the restored step's own row is already done.
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start + 1)
 
     images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
     v_img, v_lab = subset(data.validation.images, data.validation.labels, cfg.eval_subset)
@@ -260,6 +261,8 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                     bar.update(advance=step - shown, rate=f"{rate:.2f} it/s", **fields)
                     shown = step
                 if step % cfg.checkpoint_every == 0 or done:
+                    if pending:  # rows up to a checkpoint are on disk before it: no gap on a kill
+                        flush()
                     ckpt.save(step, state)
                 if cfg.samples_every and step % cfg.samples_every == 0:
                     save_samples(f"{step:06d}")

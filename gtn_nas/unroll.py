@@ -55,6 +55,19 @@ def _nested_block(steps: int) -> int:
     return best
 
 
+def sgd_step(learner: Learner, st: InnerState, x: jax.Array, y: jax.Array, lr, mom
+             ) -> tuple[InnerState, jax.Array]:
+    """One inner step: SGD with momentum on a soft-labelled batch, BN statistics carried."""
+    def loss_fn(p):
+        logits, new_stats = learner.apply(p, st.stats, x, True)
+        return soft_cross_entropy(logits, y), new_stats
+
+    (loss, new_stats), g = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
+    buf = jax.tree_util.tree_map(lambda b, gi: mom * b + gi, st.momentum, g)
+    params = jax.tree_util.tree_map(lambda p, b: p - lr * b, st.params, buf)
+    return InnerState(params, buf, new_stats), loss
+
+
 def unroll(
     learner: Learner,
     state: InnerState,
@@ -67,6 +80,7 @@ def unroll(
     real_xs: jax.Array | None = None,  # [n, Bm, H, W, C] batches for intermediate losses
     real_ys: jax.Array | None = None,  # [n, Bm] int labels
     every: int = 0,
+    scan_unroll: int | bool = 1,
 ) -> tuple[InnerState, jax.Array, jax.Array]:
     """Runs T inner steps. Returns (final state, inner losses [T], summed intermediate loss)."""
     if remat not in REMAT_LEVELS:
@@ -77,11 +91,6 @@ def unroll(
     def inner_step(carry, inp):
         st, acc = carry
         x, y, lr, mom, t = inp
-
-        def loss_fn(p):
-            logits, new_stats = learner.apply(p, st.stats, x, True)
-            return soft_cross_entropy(logits, y), new_stats
-
         if use_real:
             def real_loss(_):
                 i = t // every - 1
@@ -90,10 +99,8 @@ def unroll(
 
             is_eval = jnp.logical_and(t > 0, t % every == 0)
             acc = acc + jax.lax.cond(is_eval, real_loss, lambda _: jnp.zeros((), acc.dtype), None)
-        (loss, new_stats), g = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
-        buf = jax.tree_util.tree_map(lambda b, gi: mom * b + gi, st.momentum, g)
-        params = jax.tree_util.tree_map(lambda p, b: p - lr * b, st.params, buf)
-        return (InnerState(params, buf, new_stats), acc), loss
+        st, loss = sgd_step(learner, st, x, y, lr, mom)
+        return (st, acc), loss
 
     step_fn = jax.checkpoint(inner_step) if remat in ("step", "nested") else inner_step
     inputs = (xs, ys, lrs, moms, jnp.arange(steps))
@@ -109,7 +116,7 @@ def unroll(
         (final, inter), losses = jax.lax.scan(block_fn, carry0, blocks)
         losses = losses.reshape(steps)
     else:
-        (final, inter), losses = jax.lax.scan(step_fn, carry0, inputs)
+        (final, inter), losses = jax.lax.scan(step_fn, carry0, inputs, unroll=scan_unroll)
     return final, losses, inter
 
 

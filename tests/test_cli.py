@@ -1,0 +1,167 @@
+"""The `gtn-nas` command line for meta-train, evaluate and datasets: options reach the config,
+user errors are one `error:` line with exit code 2, and one real run end to end.
+(retrain, search and rank have their own test files.)"""
+
+import json
+
+import jax
+import pytest
+from typer.testing import CliRunner
+
+import cli
+import gtn_nas.evaluate
+import gtn_nas.meta_train
+from gtn_nas.config import PRESET_VALUES, EvaluateConfig, MetaTrainConfig
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("GTN_NAS_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("GTN_NAS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def xla_disk_cache(tmp_path_factory):
+    """As in test_meta_train: compile the tiny meta-step once per session, not per call."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / "xla-cache"))
+    jax.config.update(names[1], 0.5)
+    cc.reset_cache()
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+    cc.reset_cache()
+
+
+def _capture(monkeypatch, module, name, result):
+    seen = []
+
+    def fake(cfg, reporter=None):
+        seen.append(cfg)
+        return result
+
+    monkeypatch.setattr(module, name, fake)
+    return seen
+
+
+def _error_line(result) -> str:
+    """A failed command prints exactly one line, `error: ...`, and no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- forwarding
+
+def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
+    seen = _capture(monkeypatch, gtn_nas.meta_train, "meta_train", {"outer_steps": 1, "inner_lr": [0.1]})
+    out = tmp_path / "run"
+    result = runner.invoke(cli.app, [
+        "meta-train", "--inner-steps", "7", "--meta-lr", "0.5", "--curriculum", "none",
+        "--seed", "3", "--preset", "tiny", "--out", str(out), "--data-dir", "DATA",
+        "--learn-labels", "--remat", "none", "--learner", "linear", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"outer_steps": 1, "inner_lr": [0.1]}
+    (cfg,) = seen
+    assert isinstance(cfg, MetaTrainConfig)
+    assert (cfg.inner_steps, cfg.meta_lr, cfg.curriculum, cfg.seed, cfg.preset) == (7, 0.5, "none", 3, "tiny")
+    assert (cfg.out, cfg.data_dir, cfg.learn_labels, cfg.remat, cfg.learner) == (
+        str(out), "DATA", True, "none", "linear")
+    tiny = PRESET_VALUES["meta-train"]["tiny"]
+    for k in ("batch_size", "noise_dim", "iterations", "meta_batch_size", "learner_width",
+              "generator", "log_every", "eval_every", "checkpoint_every"):
+        assert getattr(cfg, k) == tiny[k], k  # the preset fills what was not given
+    assert (cfg.dataset, cfg.meta_b1, cfg.max_nonfinite) == ("mnist", 0.9, 5)  # and the defaults the rest
+    assert not out.exists()
+
+    # Short aliases, another preset, and no options at all but the preset.
+    result = runner.invoke(cli.app, ["meta-train", "-T", "5", "-B", "9", "--preset", "paper",
+                                     "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    cfg = seen[-1]
+    assert (cfg.inner_steps, cfg.batch_size, cfg.preset, cfg.learner, cfg.generator) == (
+        5, 9, "paper", "base_fc", "conv")
+
+
+def test_evaluate_forwards_options(tmp_path, monkeypatch):
+    seen = _capture(monkeypatch, gtn_nas.evaluate, "evaluate", {"gtn": {"test": {"mean": 0.5}}})
+    result = runner.invoke(cli.app, [
+        "evaluate", "--gtn", str(tmp_path / "g"), "--num-seeds", "2", "--seed", "7", "--steps", "3",
+        "--learner", "linear", "--data-dir", "D", "--out", str(tmp_path / "e.json"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"gtn": {"test": {"mean": 0.5}}}
+    (cfg,) = seen
+    assert cfg == EvaluateConfig(gtn=str(tmp_path / "g"), data_dir="D", num_seeds=2, seed=7,
+                                 steps=3, learner="linear", out=str(tmp_path / "e.json"))
+    result = runner.invoke(cli.app, ["evaluate", "--gtn", "G", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == EvaluateConfig(gtn="G")  # defaults: 5 seeds, seed 1000, the GTN's T
+
+
+def test_datasets_lists_what_is_there(fake_mnist):
+    result = runner.invoke(cli.app, ["datasets", "--data-dir", str(fake_mnist), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["dataset"]: r for r in json.loads(result.stdout)}
+    assert rows["mnist"]["status"] == "ok: 96 train + 32 test"
+    assert rows["cifar10"]["status"] == "missing"
+
+
+# ----------------------------------------------------------------------------- user errors
+
+@pytest.mark.parametrize("args, message", [
+    (["--data-dir", "/nonexistent"], "mnist not found"),
+    (["--remat", "foo"], "remat must be one of"),
+    (["--iterations", "-1"], "iterations must be > 0"),
+    (["--curriculum", "sorted"], "curriculum must be one of"),
+    (["--learner", "resnet"], "learner must be one of"),
+])
+def test_meta_train_bad_input(tmp_path, fake_mnist, args, message):
+    out = tmp_path / "run"
+    base = ["meta-train", "--preset", "tiny", "--out", str(out), "--data-dir", str(fake_mnist)]
+    line = _error_line(runner.invoke(cli.app, base + args))
+    assert message in line
+    if "/nonexistent" in args:
+        assert "/nonexistent" in line and "train-images-idx3-ubyte.gz" in line
+    assert not out.exists()  # refused before a run directory was made
+
+
+def test_evaluate_bad_input(tmp_path):
+    (tmp_path / "notarun").mkdir()
+    line = _error_line(runner.invoke(cli.app, ["evaluate", "--gtn", str(tmp_path / "notarun")]))
+    assert "not a meta-training run" in line and str(tmp_path / "notarun") in line
+    line = _error_line(runner.invoke(cli.app, ["evaluate", "--gtn", str(tmp_path / "notarun"),
+                                               "--num-seeds", "0"]))
+    assert "num_seeds must be > 0" in line
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_meta_train_then_evaluate(tmp_path, fake_mnist):
+    run = tmp_path / "run"
+    result = runner.invoke(cli.app, ["meta-train", "--preset", "tiny", "--data-dir", str(fake_mnist),
+                                     "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout == "" and result.stderr == ""
+    assert json.loads((run / "summary.json").read_text())["outer_steps"] == 6
+
+    result = runner.invoke(cli.app, ["evaluate", "--gtn", str(run), "--num-seeds", "2",
+                                     "--data-dir", str(fake_mnist), "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads(result.stdout)
+    assert summary == json.loads((run / "evaluate.json").read_text())
+    assert (summary["num_seeds"], summary["inner_steps"], summary["gtn_outer_steps"]) == (2, 4, 6)
+    for side in ("gtn", "real"):
+        for split in ("validation", "test"):
+            stats = summary[side][split]
+            assert 0.0 <= stats["min"] <= stats["mean"] <= stats["max"] <= 1.0, (side, split)
+    assert len(summary["real_grid"]) == 15
+    assert summary["gtn_minus_real_test"] == pytest.approx(
+        summary["gtn"]["test"]["mean"] - summary["real"]["test"]["mean"])

@@ -1,0 +1,190 @@
+"""`gtn-nas search` and `gtn-nas rank` at tiny sizes: rows end to end, resume without lost or
+duplicated rows, hand-computed rank correlations, one-line CLI errors."""
+
+import csv
+import itertools
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import cli
+from gtn_nas import search as lib
+from gtn_nas.config import MetaTrainConfig, RankConfig, build_config
+from gtn_nas.meta_train import meta_train
+from gtn_nas.rank import rank, rank_metrics
+from gtn_nas.store import Store
+from search_spaces import get_space
+
+runner = CliRunner()
+TIMING = {"gtn_train_s", "gtn_compile_s", "real_train_s", "real_compile_s", "seconds",
+          "finished_at", "worker"}
+
+
+@pytest.fixture(scope="module")
+def gtn_run(tmp_path_factory, fake_mnist):
+    out = tmp_path_factory.mktemp("gtn") / "run"
+    meta_train(build_config(MetaTrainConfig, "meta-train", "tiny",
+                            dict(out=str(out), data_dir=str(fake_mnist), iterations=2,
+                                 eval_every=0, checkpoint_every=2, log_every=1)))
+    return out
+
+
+def _cfg(gtn_run, fake_mnist, out, **kw):
+    over = dict(gtn=str(gtn_run), out=str(out), data_dir=str(fake_mnist), channels=2,
+                eval_subset=16, proxies=("gtn", "real", "params"), program="exact")
+    over.update(kw)
+    return lib.search_config("tiny", over)
+
+
+def _rows(folder):
+    with sqlite3.connect(folder / "results.sqlite") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM results ORDER BY idx")]
+
+
+def _scores(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(gtn_run, fake_mnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "full"
+    summary = lib.search(_cfg(gtn_run, fake_mnist, out, budget=3))
+    return out, summary
+
+
+def test_tiny_search_end_to_end_through_the_cli(gtn_run, fake_mnist, tmp_path):
+    out = tmp_path / "s"
+    result = runner.invoke(cli.app, ["search", "--gtn", str(gtn_run), "--preset", "tiny",
+                                     "--budget", "2", "--proxy", "gtn,real,params",
+                                     "--channels", "2", "--eval-subset", "16",
+                                     "--data-dir", str(fake_mnist), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output + result.stderr
+    rows = _rows(out)
+    assert [r["idx"] for r in rows] == [0, 1]
+    space = get_space("nb201")
+    for r in rows:
+        space.from_str(r["genotype"])
+        assert r["params"] > 0 and r["flops"] > 0
+        for p in ("gtn", "real"):
+            assert 0.0 <= r[f"{p}_score"] <= 1.0
+            assert r[f"{p}_train_s"] > 0 and r[f"{p}_compile_s"] >= 0
+    # Architecture 1 reuses nothing it should not: its genotype is index 1's, from fold_in.
+    assert rows[1]["genotype"] == lib.genotype_at(space, _cfg(gtn_run, fake_mnist, out, budget=2),
+                                                  1).to_str()
+    with open(out / "leaderboard.csv") as f:
+        board = list(csv.DictReader(f))
+    assert len(board) == 2
+    top = json.loads((out / "top" / "01.json").read_text())
+    assert top["arch"] == max(rows, key=lambda r: (r["gtn_score"], -r["idx"]))["genotype"]
+    assert top["provenance"]["index"] in (0, 1) and top["scores"]["gtn"] == pytest.approx(
+        max(r["gtn_score"] for r in rows))
+    from gtn_nas.retrain import resolve_archs
+    assert resolve_archs(str(out / "top" / "01.json"), None, None)[0]
+
+
+def test_killed_search_resumes_to_the_same_rows(uninterrupted, gtn_run, fake_mnist, tmp_path):
+    out = tmp_path / "killed"
+    cfg = _cfg(gtn_run, fake_mnist, out, budget=3)
+    seen = []
+
+    def kill_after_two(row):
+        seen.append(row["idx"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lib.search(cfg, on_row=kill_after_two)
+    assert [r["idx"] for r in _rows(out)] == [0, 1]
+    lib.search(cfg)
+    rows = _rows(out)
+    assert [r["idx"] for r in rows] == [0, 1, 2]  # nothing lost, nothing twice
+    assert _scores(rows) == _scores(_rows(uninterrupted[0]))
+
+
+def _hand_spearman(x, y):
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    n = len(x)
+    return 1 - 6 * np.sum((rx - ry) ** 2) / (n * (n * n - 1))
+
+
+def _hand_kendall(x, y):
+    n, s = len(x), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+    return s / (n * (n - 1) / 2)
+
+
+def test_rank_metrics_match_hand_computed_values():
+    proxy = np.array([0.1, 0.5, 0.3, 0.9, 0.7])
+    truth = np.array([0.2, 0.4, 0.6, 0.8, 0.1])
+    m = rank_metrics(proxy, truth, top_fraction=0.6)
+    assert m["spearman"] == pytest.approx(_hand_spearman(proxy, truth))  # 0.1
+    assert m["kendall"] == pytest.approx(_hand_kendall(proxy, truth))  # 0.0
+    top = np.argsort(-proxy)[:3]  # indices 3, 4, 1
+    assert m["top_n"] == 3
+    assert m["spearman_top"] == pytest.approx(_hand_spearman(proxy[top], truth[top]))
+    assert m["picked_index"] == 3 and m["picked_truth"] == pytest.approx(0.8)
+    assert m["picked_truth_rank"] == 1 and m["top10_overlap"] == 1.0
+
+
+def _hand_store(folder, scores, proxy="gtn"):
+    folder.mkdir(parents=True)
+    space = get_space("nb201")
+    genotypes = list(itertools.islice(space.enumerate(), len(scores)))
+    with Store(folder / "results.sqlite") as store:
+        for i, (g, s) in enumerate(zip(genotypes, scores)):
+            store.put({"idx": i, "genotype": g.to_str(), "space": "nb201", "params": 100 + i,
+                       f"{proxy}_score": s})
+    return [g.to_str() for g in genotypes]
+
+
+def test_rank_against_another_search(tmp_path):
+    proxy = [0.1, 0.5, 0.3, 0.9, 0.7]
+    truth = [0.2, 0.4, 0.6, 0.8, 0.1]
+    _hand_store(tmp_path / "a", proxy, "gtn")
+    _hand_store(tmp_path / "b", truth, "real")
+    summary = rank(RankConfig(search=str(tmp_path / "a"), truth=f"{tmp_path / 'b'}:real"))
+    gtn = summary["proxies"]["gtn"]
+    assert gtn["spearman"] == pytest.approx(_hand_spearman(np.array(proxy), np.array(truth)))
+    assert gtn["kendall"] == pytest.approx(_hand_kendall(np.array(proxy), np.array(truth)))
+    # params 100..104 rise with the index: its correlation is the truth's with the index.
+    assert summary["proxies"]["params"]["spearman"] == pytest.approx(
+        _hand_spearman(np.arange(5.0), np.array(truth)))
+    assert (tmp_path / "a" / "plots" / "rank_gtn.png").stat().st_size > 0
+
+
+def _one_error(result):
+    assert result.exit_code == 2, result.output + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--space", "foo"], "foo"),
+    (["--proxy", "gtn,foo"], "foo"),
+    (["--arch", "|nor_conv_3x3~0|+|bogus~0|"], "bogus"),
+    (["--dataset", "fashion_mnist"], "fashion_mnist"),
+])
+def test_search_bad_input(args, needle, gtn_run, fake_mnist, tmp_path):
+    result = runner.invoke(cli.app, ["search", "--gtn", str(gtn_run), "--preset", "tiny",
+                                     "--data-dir", str(fake_mnist), "--out",
+                                     str(tmp_path / "s"), *args])
+    assert needle in _one_error(result)
+
+
+def test_search_without_a_gtn_run(tmp_path):
+    result = runner.invoke(cli.app, ["search", "--gtn", str(tmp_path / "nothing"), "--preset",
+                                     "tiny", "--out", str(tmp_path / "s")])
+    assert "nothing" in _one_error(result)
+
+
+def test_rank_bad_truth(tmp_path):
+    result = runner.invoke(cli.app, ["rank", str(tmp_path), "--truth", "elsewhere"])
+    _one_error(result)
