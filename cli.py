@@ -26,6 +26,13 @@ DataDir = Annotated[Optional[str], typer.Option(
     help="Folder with the raw dataset files (or a tfds data dir). Default: $GTN_NAS_DATA_DIR, "
          "else ../shared/data beside this repository.")]
 
+Coordinator = Annotated[Optional[str], typer.Option(
+    help="Multi-process: HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS).")]
+NumProcesses = Annotated[Optional[int], typer.Option(
+    help="Multi-process: number of processes (default $JAX_NUM_PROCESSES).")]
+ProcessId = Annotated[Optional[int], typer.Option(
+    help="Multi-process: this process's id, 0..n-1 (default $JAX_PROCESS_ID).")]
+
 
 def _run(fn: Callable[[], Any], json_mode: bool) -> None:
     """Runs a library call; turns user errors into one line and an exit code."""
@@ -71,6 +78,10 @@ def meta_train_cmd(
     log_every: Annotated[Optional[int], typer.Option(help="Outer steps between log rows.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Outer steps between validation learners.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Outer steps between checkpoints.")] = None,
+    devices: Annotated[Optional[int], typer.Option(help="Devices the learners are sharded over (0: all, every process's).")] = None,
+    coordinator: Coordinator = None,
+    num_processes: NumProcesses = None,
+    process_id: ProcessId = None,
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
@@ -81,7 +92,8 @@ def meta_train_cmd(
                      learn_labels=learn_labels, meta_lr=meta_lr, iterations=iterations,
                      num_learners=num_learners, intermediate_every=intermediate_every,
                      grad_clip=grad_clip, remat=remat, seed=seed, log_every=log_every,
-                     eval_every=eval_every, checkpoint_every=checkpoint_every)
+                     eval_every=eval_every, checkpoint_every=checkpoint_every, devices=devices,
+                     coordinator=coordinator, num_processes=num_processes, process_id=process_id)
 
     def go():
         from gtn_nas import meta_train as lib
@@ -89,6 +101,8 @@ def meta_train_cmd(
         cfg = build_config(MetaTrainConfig, "meta-train", preset, overrides)
         rep = _reporter(quiet, json_)
         summary = lib.meta_train(cfg, rep)
+        if not summary.get("runtime", {}).get("process_index", 0) == 0:
+            return None  # other processes of a multi-process run stay silent
         rep.summary("meta-train summary", {k: v for k, v in summary.items()
                                            if k not in ("inner_lr", "inner_momentum")})
         return summary
@@ -161,6 +175,9 @@ def search_cmd(
     eval_subset: Annotated[Optional[int], typer.Option(help="Validation images every proxy is scored on.")] = None,
     program: Annotated[Optional[str], typer.Option(help="auto | exact (compile per architecture) | shared (nb201: one program for all).")] = None,
     top_k: Annotated[Optional[int], typer.Option(help="Write top/NN.json for the best K.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Local worker processes (one per GPU where there are GPUs).")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(help="Processes/hosts sharing this search (default $JAX_NUM_PROCESSES or 1).")] = None,
+    shard: Annotated[Optional[int], typer.Option(help="This process's shard, 0..num_shards-1: it scores indices i % num_shards == shard (default $JAX_PROCESS_ID).")] = None,
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
@@ -170,7 +187,7 @@ def search_cmd(
                      data_dir=data_dir, dataset=dataset, seed=seed, channels=channels,
                      cells=cells, steps=steps, real_steps=real_steps, real_lr=real_lr,
                      real_momentum=real_momentum, eval_subset=eval_subset, program=program,
-                     top_k=top_k)
+                     top_k=top_k, workers=workers, num_shards=num_shards, shard=shard)
 
     def go():
         from gtn_nas import search as lib

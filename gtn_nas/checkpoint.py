@@ -20,22 +20,37 @@ logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's own error lines 
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+    def __init__(self, directory: str | Path, max_to_keep: int = 2, writer: bool = True):
+        """``writer=False`` (a non-main process of a multi-process run) restores but never saves.
+
+        Each process drives its own manager over itself alone: the saved leaves are host copies
+        of replicated arrays, so process 0 writes them without a cross-process barrier.
+        """
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
+        self.writer = writer
         self.directory = Path(directory).resolve()
+        me = jax.process_index()
+        if writer:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+                max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=me, active_processes={me})),
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, tree: Any) -> None:
-        leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+        from gtn_nas.distributed import to_host
+
+        if not self.writer:
+            return
+        leaves = [to_host(x) for x in jax.tree_util.tree_leaves(tree)]
         if self._manager.latest_step() == step:
             return  # already saved (e.g. a final save right after a periodic one)
         self._manager.save(step, args=self._ocp.args.StandardSave({"leaves": leaves}))

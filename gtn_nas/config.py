@@ -73,6 +73,10 @@ class MetaTrainConfig:
     checkpoint_every: int = 100
     samples_every: int = 0  # curriculum PNG every N outer steps (0: only at the end)
     max_nonfinite: int = 5  # consecutive non-finite meta-gradients that stop the run
+    devices: int = 1  # devices the learners are sharded over (0: all, across processes too)
+    coordinator: str | None = None  # multi-process: HOST:PORT of process 0
+    num_processes: int | None = None
+    process_id: int | None = None
 
     def __post_init__(self):
         from gtn_nas.data.base import DATASETS
@@ -99,7 +103,7 @@ class MetaTrainConfig:
                         "meta_batch_size", "meta_lr", "init_lr", "log_every", "checkpoint_every",
                         "max_nonfinite", "eval_subset", "learner_cells")
         _check_positive(self, "intermediate_every", "grad_clip", "eval_every", "samples_every",
-                        "init_momentum", "arch_pool", allow_zero=True)
+                        "init_momentum", "arch_pool", "devices", allow_zero=True)
         if not 0 < self.final_relative_lr <= 1:
             raise ConfigError(f"final_relative_lr must be in (0, 1], got {self.final_relative_lr}")
         if self.remat == "nested" and self.inner_steps < 4:
@@ -168,7 +172,9 @@ def build_config(cls: type[C], command: str, preset: str, overrides: dict[str, A
 
 
 def save_config(cfg, path: Path) -> None:
-    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n")
+    from gtn_nas.runs import write_atomic  # atomic: concurrent search workers read it
+
+    write_atomic(Path(path), json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(cls: type[C], path: Path) -> C:
@@ -226,6 +232,12 @@ class SearchConfig:
     top_k: int = 10  # top/NN.json files written
     archs: tuple[str, ...] = ()  # score these genotype strings (index i = the i-th) instead of samples
     dataset: str | None = None  # default: the GTN's; anything else is an error
+    # Fan-out (issue #6). This process scores the indices i with i % num_shards == shard (shard
+    # None: $JAX_PROCESS_ID of $JAX_NUM_PROCESSES when set, else 0 of 1); ``workers`` > 1 splits
+    # that share again over as many local worker processes, one per GPU where there are GPUs.
+    num_shards: int = 1
+    shard: int | None = None
+    workers: int = 1
 
     def __post_init__(self):
         from search_spaces import get_space
@@ -252,8 +264,11 @@ class SearchConfig:
             raise ConfigError("--program shared exists only for the nb201 space (micro genotypes "
                               "differ in parameter shapes); use exact or auto")
         _check_positive(self, "budget", "seed", allow_zero=True)
-        _check_positive(self, "real_lr", "eval_subset", "top_k")
+        _check_positive(self, "real_lr", "eval_subset", "top_k", "num_shards", "workers")
         _check_positive(self, "real_momentum", allow_zero=True)
+        if self.shard is not None and not 0 <= self.shard < self.num_shards:
+            raise ConfigError(f"--shard must be in [0, {self.num_shards}) for --num-shards "
+                              f"{self.num_shards}, got {self.shard}")
         for n in ("time_budget", "channels", "cells", "steps", "real_steps", "real_batch_size"):
             if getattr(self, n) is not None:
                 _check_positive(self, n)

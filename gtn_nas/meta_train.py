@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from gtn_nas.config import MetaTrainConfig
+from gtn_nas.distributed import shard_learners
 from gtn_nas.learners import Learner
 from gtn_nas.teacher import MetaParams, Teacher
 from gtn_nas.training import real_batches
@@ -62,8 +63,12 @@ def init_meta_state(cfg: MetaTrainConfig, teacher: Teacher, key: jax.Array) -> M
 
 
 def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
-                   augment=None):
-    """Returns meta_loss(meta_params, arch, key, train_images, train_labels) -> (loss, metrics)."""
+                   augment=None, mesh=None):
+    """Returns meta_loss(meta_params, arch, key, train_images, train_labels) -> (loss, metrics).
+
+    With a ``mesh`` the fresh learners are split over its devices (``distributed.learner_mesh``);
+    the mean over them is then XLA's all-reduce, and the result equals the one-device program's.
+    """
     n_inter = num_intermediate(cfg.inner_steps, cfg.intermediate_every)
 
     def meta_loss(meta, arch, key, images, labels):
@@ -85,7 +90,7 @@ def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
             total = final_loss + cfg.intermediate_weight * inter
             return total, (final_loss, accuracy(logits, real_y[-1]), inner_losses[-1])
 
-        keys = jax.random.split(k_learners, cfg.num_learners)
+        keys = shard_learners(jax.random.split(k_learners, cfg.num_learners), mesh)
         totals, (finals, accs, inner_last) = jax.vmap(one_learner)(keys)
         metrics = {"meta_loss": jnp.mean(totals), "final_loss": jnp.mean(finals),
                    "train_acc": jnp.mean(accs), "inner_loss": jnp.mean(inner_last)}
@@ -95,12 +100,12 @@ def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
 
 
 def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
-                   augment=None):
+                   augment=None, mesh=None):
     """The whole outer step as one function: meta-gradient, finiteness check, optax update.
 
     meta_step(meta_state, arch, key, train_images, train_labels) -> (meta_state, metrics)
     """
-    meta_loss = make_meta_loss(cfg, teacher, source, mean, std, augment)
+    meta_loss = make_meta_loss(cfg, teacher, source, mean, std, augment, mesh)
     opt = make_optimizer(cfg)
 
     def meta_step(ms: MetaState, arch, key, images, labels):
@@ -113,7 +118,7 @@ def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731 - skip a non-finite step
         new_meta = jax.tree_util.tree_map(keep, new_meta, ms.meta_params)
         new_opt = jax.tree_util.tree_map(keep, new_opt, ms.opt_state)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite,
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite,
                        lr_mean=jnp.mean(jnp.exp(ms.meta_params["log_lr"])),
                        mom_mean=jnp.mean(jnp.exp(ms.meta_params["log_mom"])))
         return MetaState(ms.step + 1, new_meta, new_opt), metrics
@@ -133,7 +138,7 @@ from gtn_nas import plots  # noqa: E402
 from gtn_nas.checkpoint import Checkpointer  # noqa: E402
 from gtn_nas.errors import NonFiniteError  # noqa: E402
 from gtn_nas.generator import make_generator  # noqa: E402
-from gtn_nas.runs import MetricsLog, open_run_dir, write_json  # noqa: E402
+from gtn_nas.runs import MetricsLog, NullLog, open_run_dir, write_json  # noqa: E402
 from gtn_nas.training import score, subset, train_on_teacher  # noqa: E402
 from gtn_nas.ui import Reporter  # noqa: E402
 
@@ -170,15 +175,23 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     """Runs (or resumes) `gtn-nas meta-train`; returns the summary also saved as summary.json."""
     from gtn_nas.data import augment_crop_flip, load_dataset
 
-    rep = reporter or Reporter(quiet=True)
+    from gtn_nas import distributed as dist
+
+    dist.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
+    main = dist.is_main()  # only process 0 writes logs, pictures and the summary
+    rep = reporter if (reporter is not None and main) else Reporter(quiet=True)
+    mesh = dist.learner_mesh(cfg.devices, cfg.num_learners)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
-    run_dir, resumed = open_run_dir(cfg, cfg.out)
+    if main:
+        run_dir, resumed = open_run_dir(cfg, cfg.out)
+    else:
+        run_dir = Path(cfg.out)
     image_shape, classes = data.image_shape, data.num_classes
     teacher = build_teacher(cfg, image_shape, classes)
     source = build_learner_source(cfg, image_shape, classes)
     k_init, k_steps, k_eval = _keys(cfg.seed)
 
-    ckpt = Checkpointer(run_dir / "checkpoints")
+    ckpt = Checkpointer(run_dir / "checkpoints", writer=main)
     state = init_meta_state(cfg, teacher, k_init)
     start = 0
     latest = ckpt.latest_step()
@@ -187,15 +200,21 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         state = jax.tree_util.tree_map(jnp.asarray, state)
         start = int(state.step)
         rep.info(f"resuming {run_dir} from outer step {start}")
+    if mesh is not None:
+        state = dist.replicate(state, mesh)
+        rep.info(f"{cfg.num_learners} learners per outer step over {mesh.size} devices "
+                 f"({jax.process_count()} process(es), {jax.default_backend()})")
     # Rows are numbered by steps completed: the restored step's own row is already done.
-    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start + 1)
+    log = MetricsLog(run_dir / "metrics.jsonl", resume_step=start + 1) if main else NullLog()
 
-    images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+    images, labels = dist.replicate((jnp.asarray(data.train.images),
+                                     jnp.asarray(data.train.labels)), mesh)
     v_img, v_lab = subset(data.validation.images, data.validation.labels, cfg.eval_subset)
-    v_img, v_lab = jnp.asarray(v_img), jnp.asarray(v_lab)
+    v_img, v_lab = dist.replicate((jnp.asarray(v_img), jnp.asarray(v_lab)), mesh)
     augment = augment_crop_flip if cfg.augment else None
-    step_fn = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std, augment),
+    step_fn = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std, augment, mesh),
                       donate_argnums=0)
+    put = (lambda x: dist.replicate(x, mesh)) if mesh is not None else (lambda x: x)
     k_arch = jax.random.fold_in(k_steps, 2**31 - 1)
     k_eval_arch = jax.random.fold_in(k_eval, 2**31 - 1)
 
@@ -207,7 +226,8 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
 
     def validation_accuracy(step: int) -> float:
         key = jax.random.fold_in(k_eval, step)
-        return float(validate(state.meta_params, key, source.sample(jax.random.fold_in(k_eval_arch, step))))
+        arch = source.sample(jax.random.fold_in(k_eval_arch, step))
+        return float(dist.to_host(validate(state.meta_params, put(key), put(arch))))
 
     pending: list[tuple[int, dict]] = []
     nonfinite_run = 0
@@ -218,8 +238,9 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     def flush() -> None:
         nonlocal nonfinite_run
         rows = []
-        for s, m in jax.device_get(pending):
-            row = {"step": s + 1, **{k: float(v) for k, v in m.items()}}
+        for s, m in pending:
+            m = jax.tree_util.tree_map(dist.to_host, m)
+            row = {"step": int(s) + 1, **{k: float(v) for k, v in m.items()}}
             row["finite"] = bool(m["finite"])
             nonfinite_run = 0 if row["finite"] else nonfinite_run + 1
             rows.append(row)
@@ -233,7 +254,10 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                 "--meta-lr or set --grad-clip, then resume with a new --out or the same one")
 
     def save_samples(tag: str) -> None:
-        x, y = curriculum_images(teacher, state.meta_params, jax.random.fold_in(k_eval, 7))
+        if not main:
+            return
+        meta = jax.tree_util.tree_map(dist.to_host, state.meta_params)  # this process only
+        x, y = curriculum_images(teacher, meta, jax.random.fold_in(k_eval, 7))
         plots.curriculum_grid(x, y, run_dir / "samples" / f"curriculum_{tag}.png", data.mean,
                               data.std, title=f"{cfg.dataset} GTN curriculum, outer step {tag}")
 
@@ -243,12 +267,12 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
             while step < cfg.iterations:
                 key = jax.random.fold_in(k_steps, step)
                 arch = source.sample(jax.random.fold_in(k_arch, step))
-                state, metrics = step_fn(state, arch, key, images, labels)
+                state, metrics = step_fn(state, put(arch), put(key), images, labels)
                 pending.append((step, metrics))
                 step += 1
                 done = step == cfg.iterations
                 if step % cfg.log_every == 0 or done:
-                    loss = float(metrics["meta_loss"])
+                    loss = float(dist.to_host(metrics["meta_loss"]))
                     flush()
                     if cfg.eval_every and (step % cfg.eval_every == 0 or done):
                         last_val = validation_accuracy(step)
@@ -291,10 +315,12 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         "outer_steps": step, "final_meta_loss": train_rows[-1]["meta_loss"] if train_rows else None,
         "validation_accuracy": last_val, "nonfinite_steps": sum(not r["finite"] for r in train_rows),
         "wall_seconds": round(wall, 1), "data_source": data.source,
-        "inner_lr": np.exp(np.asarray(state.meta_params["log_lr"])).round(5).tolist(),
-        "inner_momentum": np.exp(np.asarray(state.meta_params["log_mom"])).round(4).tolist(),
+        "inner_lr": np.exp(dist.to_host(state.meta_params["log_lr"])).round(5).tolist(),
+        "inner_momentum": np.exp(dist.to_host(state.meta_params["log_mom"])).round(4).tolist(),
+        "runtime": dist.describe() | {"mesh_devices": mesh.size if mesh is not None else 1},
     }
-    write_json(run_dir / "summary.json", summary)
+    if main:
+        write_json(run_dir / "summary.json", summary)
     ckpt.close()
     return summary
 

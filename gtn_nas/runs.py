@@ -17,7 +17,8 @@ from gtn_nas.errors import ConfigError
 
 # Keys that may differ between the run that created a directory and the one resuming it.
 RESUMABLE_KEYS = {"data_dir", "log_every", "eval_every", "checkpoint_every", "samples_every",
-                  "out", "iterations", "max_nonfinite", "eval_subset"}
+                  "out", "iterations", "max_nonfinite", "eval_subset", "devices", "coordinator",
+                  "num_processes", "process_id"}
 
 
 def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] = RESUMABLE_KEYS) -> tuple[Path, bool]:
@@ -37,6 +38,16 @@ def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] = RESUMABLE_KEYS) -
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, path)
     return run_dir, False
+
+
+class NullLog:
+    """The metrics log of a process that does not write (all but process 0 of a multi-host run)."""
+
+    def write(self, rows) -> None:
+        pass
+
+    def read(self) -> list[dict[str, Any]]:
+        return []
 
 
 class MetricsLog:
@@ -70,7 +81,7 @@ class MetricsLog:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent writers never share it
     tmp.write_text(text)
     os.replace(tmp, path)
 

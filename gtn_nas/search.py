@@ -30,6 +30,8 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
+import socket
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -47,7 +49,8 @@ from gtn_nas.ui import Reporter
 
 # Options that may change between the invocation that created a search directory and one that
 # resumes it: they change how much is done or written, not any score.
-RESUMABLE_KEYS = {"budget", "time_budget", "data_dir", "out", "top_k", "proxies", "preset"}
+RESUMABLE_KEYS = {"budget", "time_budget", "data_dir", "out", "top_k", "proxies", "preset",
+                  "num_shards", "shard", "workers"}
 
 
 def search_config(preset: str, overrides: dict[str, Any]) -> SearchConfig:
@@ -285,17 +288,35 @@ def _resolve_program(cfg: SearchConfig) -> str:
     return "shared" if cfg.space == "nb201" and jax.default_backend() != "cpu" else "exact"
 
 
-def _indices(cfg: SearchConfig) -> Iterator[int]:
-    if cfg.archs:
-        return iter(range(cfg.budget or len(cfg.archs)))
-    return iter(range(cfg.budget)) if cfg.budget else itertools.count()
+def shard_of(cfg: SearchConfig) -> tuple[int, int]:
+    """(shard, num_shards) of this process: the options, else JAX's launch variables."""
+    from gtn_nas import distributed as dist
+
+    if cfg.shard is not None or cfg.num_shards > 1:
+        return cfg.shard or 0, cfg.num_shards
+    n, i = dist.env_int(dist.ENV_NUM_PROCESSES), dist.env_int(dist.ENV_PROCESS_ID)
+    if n is None or n <= 1:
+        return 0, 1
+    if i is None or not 0 <= i < n:
+        raise ConfigError(f"${dist.ENV_NUM_PROCESSES}={n} needs ${dist.ENV_PROCESS_ID} in "
+                          f"[0, {n}), got {i}")
+    return i, n
+
+
+def _indices(cfg: SearchConfig, shard: int = 0, num_shards: int = 1) -> Iterator[int]:
+    """This shard's architecture indices, in order: i % num_shards == shard."""
+    stop = (cfg.budget or len(cfg.archs)) if cfg.archs else cfg.budget
+    every = range(stop) if stop else itertools.count()
+    return itertools.islice(every, shard, None, num_shards)
 
 
 def search(cfg: SearchConfig, reporter: Reporter | None = None,
-           on_row: Callable[[Row], None] | None = None) -> dict[str, Any]:
+           on_row: Callable[[Row], None] | None = None, worker: bool = False) -> dict[str, Any]:
     """Runs (or resumes) a search; returns the summary also saved as ``summary.json``.
 
     ``on_row`` is called after each committed row (tests use it to interrupt a search).
+    ``worker``: a fan-out child (``gtn_nas.fanout``) that only adds rows to an existing search
+    directory; its parent writes the config, leaderboard and summary.
     """
     from search_spaces import get_space
 
@@ -303,15 +324,23 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
 
     rep = reporter or Reporter(quiet=True)
     space = get_space(cfg.space)
-    run_dir, resumed = open_run_dir(cfg, cfg.out, ignore=RESUMABLE_KEYS)
+    if worker:
+        run_dir, resumed = Path(cfg.out), True
+    else:
+        run_dir, resumed = open_run_dir(cfg, cfg.out, ignore=RESUMABLE_KEYS)
+    if cfg.workers > 1:
+        from gtn_nas.fanout import run_workers
+
+        run_workers(cfg, rep, run_dir, *shard_of(cfg))
     store = Store(run_dir / "results.sqlite")
     try:
-        return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset)
+        return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset, worker)
     finally:
         store.close()
 
 
-def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row, load_dataset):
+def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row, load_dataset,
+            worker: bool = False):
     mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"))
     if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
         raise ConfigError(f"the GTN in {cfg.gtn} was meta-trained on {mcfg.dataset}, not "
@@ -341,8 +370,11 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     primary = cfg.proxies[0]
     done = store.done(cfg.proxies)
     existing = {r["idx"]: r for r in store.rows()}
-    total = (cfg.budget or len(cfg.archs)) or None
-    completed = len([i for i in done if total is None or i < total])
+    shard, num_shards = shard_of(cfg)
+    stop = (cfg.budget or len(cfg.archs)) or None
+    total = len(range(shard, stop, num_shards)) if stop else None
+    completed = len([i for i in done if (stop is None or i < stop) and i % num_shards == shard])
+    worker_id = f"{socket.gethostname()}:{os.getpid()}/{shard}of{num_shards}"
     if resumed and completed:
         rep.info(f"resuming {run_dir}: {completed} architectures already scored")
     rep.info(f"search: {space.name} C={sizes['channels']} N={sizes['cells']}, proxies "
@@ -355,7 +387,7 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     interrupted = False
     try:
         with rep.progress("search", total=total, completed=completed) as bar:
-            for i in _indices(cfg):
+            for i in _indices(cfg, shard, num_shards):
                 if cfg.time_budget is not None and time.time() - t_start >= cfg.time_budget:
                     break
                 if i in done:
@@ -369,6 +401,7 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
                 missing = [p for p in cfg.proxies
                            if old is None or old.get(score_column(p)) is None]
                 row = scorer.score(i, genotype, missing, architecture_keys(cfg.seed, i)[1])
+                row["worker"] = worker_id
                 store.put(row)
                 new_rows.append(row)
                 full = {**(old or {}), **{k: v for k, v in row.items() if v is not None}}
@@ -384,13 +417,17 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
         interrupted = True
     finally:
         rows = store.rows()
-        board = export(run_dir, rows, cfg, identity)
+        board = [] if worker else export(run_dir, rows, cfg, identity)
     if interrupted:
         rep.info(f"interrupted after {len(new_rows)} new architectures; run the same command "
                  "again to resume")
         raise KeyboardInterrupt
     wall = time.time() - t_start
     summary = _summary(cfg, run_dir, rows, new_rows, board, identity, wall)
+    if worker:
+        return summary
+    if num_shards > 1:
+        summary.update(shard=shard, num_shards=num_shards)
     write_json(run_dir / "summary.json", summary)
     _report(rep, cfg, board, summary)
     return summary
@@ -496,4 +533,4 @@ def _report(rep: Reporter, cfg: SearchConfig, board: list[Row], summary: dict) -
 
 
 __all__ = ["RESUMABLE_KEYS", "Scorer", "architecture_keys", "export", "genotype_at",
-           "leaderboard", "lowered_flops", "search", "search_config", "top_record"]
+           "leaderboard", "lowered_flops", "search", "search_config", "shard_of", "top_record"]

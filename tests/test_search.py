@@ -105,6 +105,39 @@ def test_killed_search_resumes_to_the_same_rows(uninterrupted, gtn_run, fake_mni
     assert _scores(rows) == _scores(_rows(uninterrupted[0]))
 
 
+def test_two_worker_processes_write_exactly_the_one_process_rows(uninterrupted, gtn_run,
+                                                                   fake_mnist, tmp_path):
+    out = tmp_path / "two"
+    summary = lib.search(_cfg(gtn_run, fake_mnist, out, budget=3, workers=2))
+    rows = _rows(out)
+    assert [r["idx"] for r in rows] == [0, 1, 2]
+    assert _scores(rows) == _scores(_rows(uninterrupted[0]))
+    # Two real processes did the work: shard 0 of 2 took indices 0 and 2, shard 1 index 1.
+    workers = [r["worker"] for r in rows]
+    assert workers[0].endswith("/0of2") and workers[2] == workers[0]
+    assert workers[1].endswith("/1of2") and workers[1].split("/")[0] != workers[0].split("/")[0]
+    assert summary["architectures"] == 3 and (out / "top" / "01.json").exists()
+    # A second host (or process) with --shard/--num-shards adds only its own indices.
+    shard = tmp_path / "shard"
+    lib.search(_cfg(gtn_run, fake_mnist, shard, budget=3, num_shards=2, shard=1))
+    assert _scores(_rows(shard)) == _scores(_rows(uninterrupted[0]))[1:2]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_shards_partition_the_indices(gtn_run, fake_mnist, tmp_path, n):
+    cfg = _cfg(gtn_run, fake_mnist, tmp_path, budget=7)
+    parts = [list(lib._indices(cfg, s, n)) for s in range(n)]
+    assert sorted(itertools.chain(*parts)) == list(range(7))
+
+
+def test_shard_from_jax_launch_variables(gtn_run, fake_mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert lib.shard_of(_cfg(gtn_run, fake_mnist, tmp_path, budget=7)) == (3, 4)
+    assert lib.shard_of(_cfg(gtn_run, fake_mnist, tmp_path, budget=7, num_shards=2,
+                             shard=0)) == (0, 2)
+
+
 def _hand_spearman(x, y):
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     n = len(x)
@@ -171,6 +204,8 @@ def _one_error(result):
     (["--proxy", "gtn,foo"], "foo"),
     (["--arch", "|nor_conv_3x3~0|+|bogus~0|"], "bogus"),
     (["--dataset", "fashion_mnist"], "fashion_mnist"),
+    (["--num-shards", "2", "--shard", "2"], "--shard"),
+    (["--workers", "0"], "workers"),
 ])
 def test_search_bad_input(args, needle, gtn_run, fake_mnist, tmp_path):
     result = runner.invoke(cli.app, ["search", "--gtn", str(gtn_run), "--preset", "tiny",

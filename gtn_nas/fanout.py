@@ -1,0 +1,154 @@
+"""Search fan-out: independent architecture evaluations spread over local worker processes.
+
+``gtn-nas search --workers N`` splits this process's share of the indices (``shard`` of
+``num_shards``) N ways: worker w scores the indices of shard ``shard * N + w`` of
+``num_shards * N`` in a process of its own, pinned to one GPU when there are GPUs, and commits
+rows to the search's one ``results.sqlite`` (WAL, upserts keyed by index: disjoint index sets,
+no lost or duplicated row). The parent touches no accelerator while they run: it follows the
+store to draw the progress bar, then writes the leaderboard and summary as a one-process search
+would. Killing the parent stops the workers; rerunning the command resumes every shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gtn_nas.config import SearchConfig
+from gtn_nas.errors import ConfigError, GtnError
+from gtn_nas.runs import write_atomic
+from gtn_nas.ui import Reporter
+
+POLL_SECONDS = 1.0
+
+
+def local_gpus() -> list[str]:
+    """GPU ids a worker can be pinned to, found without initialising JAX in this process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() not in ("", "-1")]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def worker_configs(cfg: SearchConfig, shard: int, num_shards: int) -> list[SearchConfig]:
+    n = cfg.workers
+    return [dataclasses.replace(cfg, workers=1, num_shards=num_shards * n, shard=shard * n + w)
+            for w in range(n)]
+
+
+def _done_in(store_path: Path, configs: list[SearchConfig]) -> int:
+    from gtn_nas.store import Store
+
+    if not store_path.exists():
+        return 0
+    with Store(store_path) as store:
+        done = store.done(configs[0].proxies)
+    mine = {(c.shard, c.num_shards) for c in configs}
+    stop = configs[0].budget or len(configs[0].archs) or None
+    return sum(1 for i in done if (stop is None or i < stop)
+               and any(i % n == s for s, n in mine))
+
+
+def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int,
+                num_shards: int) -> None:
+    """Runs ``cfg.workers`` worker processes to completion (or raises the first one's error)."""
+    configs = worker_configs(cfg, shard, num_shards)
+    gpus = local_gpus()
+    if gpus and len(gpus) < len(configs):
+        rep.info(f"{len(configs)} workers share {len(gpus)} GPU(s)")
+    folder = run_dir / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    stop = cfg.budget or len(cfg.archs) or None
+    total = (sum(len(range(c.shard, stop, c.num_shards)) for c in configs) if stop else None)
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        for w, child in enumerate(configs):
+            cfg_path = folder / f"{w:02d}.json"
+            write_atomic(cfg_path, json.dumps(dataclasses.asdict(child), indent=2))
+            env = dict(os.environ)
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
+            log_path = folder / f"{w:02d}.log"
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "gtn_nas.fanout", str(cfg_path)],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+            procs.append((proc, log_path))
+        rep.info(f"search fan-out: {len(procs)} worker processes"
+                 + (f" on GPUs {','.join(gpus)}" if gpus else "") + f"; logs in {folder}")
+        store_path = run_dir / "results.sqlite"
+        start = _done_in(store_path, configs)
+        t0 = time.time()
+        with rep.progress("search", total=total, completed=start) as bar:
+            shown = start
+            while any(p.poll() is None for p, _ in procs):
+                time.sleep(POLL_SECONDS)
+                now = _done_in(store_path, configs)
+                rate = 60.0 * (now - start) / max(time.time() - t0, 1e-9)
+                bar.update(now - shown, rate=f"{rate:.1f} arch/min")
+                shown = now
+                failed = [(p, log) for p, log in procs if p.poll() not in (None, 0)]
+                if failed:
+                    break
+            bar.update(_done_in(store_path, configs) - shown)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    failed = [(p, log) for p, log in procs if p.poll() not in (None, 0)]
+    if failed:
+        _stop(procs)
+        proc, log = failed[0]
+        raise GtnError(f"search worker {procs.index((proc, log))} exited with code "
+                       f"{proc.returncode}: {_last_line(log)} (log: {log}); rerun the same "
+                       "command to resume")
+
+
+def _stop(procs) -> None:
+    for p, _ in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)  # a worker commits its finished rows and exits
+    for p, _ in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def worker_main(argv: list[str]) -> int:
+    """Entry of one worker process: ``python -m gtn_nas.fanout CONFIG_JSON``."""
+    from gtn_nas.config import load_config
+    from gtn_nas.search import search
+
+    try:
+        if len(argv) != 1:
+            raise ConfigError("usage: python -m gtn_nas.fanout WORKER_CONFIG.json")
+        cfg = load_config(SearchConfig, Path(argv[0]))
+        search(cfg, worker=True)
+    except GtnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
