@@ -283,6 +283,23 @@ def retrain_cmd(
 
 
 # --- show command (issue #5) ---
+@app.command("show")
+def show_cmd(
+    run_dir: Annotated[str, typer.Argument(help="The --out directory of meta-train, search or retrain.")],
+    quiet: Quiet = False,
+    json_: Json = False,
+) -> None:
+    """Draw a run's PNGs (training curves, GTN vs real, proxy scatter plots) into RUN_DIR/plots."""
+    def go():
+        from gtn_nas.show import show
+
+        rep = _reporter(quiet, json_)
+        result = show(run_dir)
+        rep.summary(f"{result['kind']} plots", {"run_dir": result["run_dir"],
+                                                 "plots": "\n".join(result["plots"]) or "none"})
+        return result
+
+    _run(go, json_)
 
 
 def main() -> None:

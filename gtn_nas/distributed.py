@@ -120,6 +120,19 @@ def to_host(x: Any) -> Any:
     return np.asarray(x)
 
 
+def check_same_everywhere(value: int, what: str) -> None:
+    """Raises on every process when the processes disagree on ``value`` (e.g. the step a resume
+    starts from: a run directory that is not on a filesystem all hosts share)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    seen = np.asarray(multihost_utils.process_allgather(np.int32(value))).ravel().tolist()
+    if len(set(seen)) > 1:
+        raise ConfigError(f"the processes disagree on {what} ({seen}, by process id); the run "
+                          "directory must be on a filesystem every host sees")
+
+
 def describe() -> dict[str, Any]:
     return {"backend": jax.default_backend(), "process_index": jax.process_index(),
             "process_count": jax.process_count(), "local_devices": jax.local_device_count(),

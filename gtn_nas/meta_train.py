@@ -200,6 +200,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         state = jax.tree_util.tree_map(jnp.asarray, state)
         start = int(state.step)
         rep.info(f"resuming {run_dir} from outer step {start}")
+    dist.check_same_everywhere(start, "the outer step to resume from")
     if mesh is not None:
         state = dist.replicate(state, mesh)
         rep.info(f"{cfg.num_learners} learners per outer step over {mesh.size} devices "

@@ -90,3 +90,23 @@ def scatter(x: Sequence[float], y: Sequence[float], path: Path, xlabel: str, yla
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def bars(values: Mapping[str, Mapping[str, float]], path: Path, title: str = "") -> None:
+    """Bars of {'mean', 'std'} accuracies (fractions), drawn in percent with error bars."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    names = list(values)
+    means = [100 * values[n]["mean"] for n in names]
+    ax.bar(names, means, yerr=[100 * values[n].get("std", 0.0) for n in names], capsize=6,
+           color=["tab:orange", "tab:blue", "tab:green"][:len(names)])
+    for i, (n, m) in enumerate(zip(names, means)):
+        ax.text(i, m + 100 * values[n].get("std", 0.0) + 0.3, f"{m:.2f}", ha="center", va="bottom")
+    ax.set_ylabel("accuracy %")
+    ax.set_ylim(max(0.0, min(means) - 10), min(100.0, max(means) + 5))
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

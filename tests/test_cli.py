@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import cli
 import gtn_nas.evaluate
 import gtn_nas.meta_train
+import gtn_nas.search
 from gtn_nas.config import PRESET_VALUES, EvaluateConfig, MetaTrainConfig
 
 runner = CliRunner()
@@ -89,6 +90,24 @@ def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
     cfg = seen[-1]
     assert (cfg.inner_steps, cfg.batch_size, cfg.preset, cfg.learner, cfg.generator) == (
         5, 9, "paper", "base_fc", "conv")
+
+
+def test_scaling_options_are_forwarded(tmp_path, monkeypatch):
+    seen = _capture(monkeypatch, gtn_nas.meta_train, "meta_train", {"outer_steps": 1})
+    result = runner.invoke(cli.app, [
+        "meta-train", "--preset", "tiny", "--out", str(tmp_path / "r"), "--devices", "0",
+        "--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    cfg = seen[-1]
+    assert (cfg.devices, cfg.coordinator, cfg.num_processes, cfg.process_id) == (
+        0, "host0:1234", 2, 1)
+    seen = _capture(monkeypatch, gtn_nas.search, "search", {"architectures": 0})
+    result = runner.invoke(cli.app, [
+        "search", "--gtn", "G", "--out", str(tmp_path / "s"), "--workers", "3",
+        "--num-shards", "4", "--shard", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    cfg = seen[-1]
+    assert (cfg.workers, cfg.num_shards, cfg.shard) == (3, 4, 2)
 
 
 def test_evaluate_forwards_options(tmp_path, monkeypatch):

@@ -1,0 +1,129 @@
+"""Speed benchmark: meta-step throughput and FLOP/s against the measured matmul peak, search
+architectures per minute (compile time apart), retrain images per second.
+
+    python benchmarks/speed.py --presets cpu                                   # meta-step only
+    python benchmarks/speed.py --presets cpu --retrain-arch '|nor_conv_3x3~0|+|...' \\
+        --search-gtn runs/bench-teach/cpu-full --search-budgets 20,100
+    python benchmarks/speed.py --presets cpu,paper                             # on a GPU
+
+FLOPs come from XLA's cost analysis of the compiled meta-step; the peak is a float32 matmul
+timed in the same process. Peak memory is the device's on accelerators, the process's resident
+set on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import append_row, describe, machine, save  # noqa: E402
+from benchmarks.scaling import time_meta_steps  # noqa: E402
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def search_speed(gtn: str, budget: int, data_dir) -> dict:
+    from gtn_nas import search as lib
+
+    folder = Path(tempfile.mkdtemp(prefix="speed-search-"))
+    try:
+        over = dict(gtn=gtn, out=str(folder / "s"), budget=budget, proxies=("gtn",), data_dir=data_dir)
+        s = lib.search(lib.search_config("cpu", over))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    compile_total = s["gtn_compile_s_mean"] * budget
+    return {"budget": budget, "wall_s": s["wall_seconds"], "archs_per_min": s["archs_per_minute"],
+            "compile_s_total": round(compile_total, 1),
+            "compile_share": round(compile_total / s["wall_seconds"], 3),
+            "train_s_mean": s["gtn_train_s_mean"], "program": s["program"]}
+
+
+def retrain_speed(arch: str, epochs: int, data_dir) -> dict:
+    from gtn_nas.retrain import build_retrain_config, retrain
+
+    folder = Path(tempfile.mkdtemp(prefix="speed-retrain-"))
+    try:
+        cfg = build_retrain_config("cpu", dict(arch=arch, out=str(folder / "r"), epochs=epochs,
+                                               data_dir=data_dir))
+        s = retrain(cfg)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"arch": arch, "epochs": epochs, "images_per_second": s["images_per_second"],
+            "test_acc": s["test_acc"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="cpu")
+    ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--search-gtn", default=None, help="GTN run to time searches with")
+    ap.add_argument("--search-budgets", default="20,100")
+    ap.add_argument("--retrain-arch", default=None, help="NB201 string to time a retrain with")
+    ap.add_argument("--retrain-epochs", type=int, default=1)
+    ap.add_argument("--out", default="runs/bench-speed/speed.json")
+    ap.add_argument("--no-record", action="store_true")
+    args = ap.parse_args()
+    m = machine()
+    print("machine:", describe(m))
+    peak = matmul_peak_gflops()
+    print(f"float32 matmul peak: {peak:.1f} GFLOP/s")
+    result: dict = {"machine": m, "matmul_peak_gflops": round(peak, 1), "meta_step": {},
+                    "search": [], "retrain": None}
+    lines = [f"Machine: {describe(m)}. Measured float32 matmul peak (2048^3, best of 10): "
+             f"{peak:.1f} GFLOP/s.", "",
+             "| preset | learners | s / meta-step | compile | GFLOP / step | GFLOP/s | % of peak | peak memory |",
+             "|---|---|---|---|---|---|---|---|"]
+    for preset in args.presets.split(","):
+        from gtn_nas.config import MetaTrainConfig, build_config
+
+        learners = build_config(MetaTrainConfig, "meta-train", preset, {}).num_learners
+        r = time_meta_steps(preset, 1, learners, args.steps, args.data_dir)
+        print(json.dumps(r))
+        result["meta_step"][preset] = r
+        lines.append(f"| {preset} | {learners} | {1 / r['steps_per_s']:.3f} | {r['compile_s']:.1f} s "
+                     f"| {r['flops_per_step'] / 1e9:.2f} | {r['gflops_per_s']:.1f} | "
+                     f"{100 * r['gflops_per_s'] / peak:.1f}% | {r['peak_memory_mb']:.0f} MB |")
+    if args.search_gtn:
+        lines += ["", "| search budget | wall | archs/min | compile total | compile share | program |",
+                  "|---|---|---|---|---|---|"]
+        for b in (int(x) for x in args.search_budgets.split(",")):
+            r = search_speed(args.search_gtn, b, args.data_dir)
+            print(json.dumps(r))
+            result["search"].append(r)
+            lines.append(f"| {b} | {r['wall_s']:.0f} s | {r['archs_per_min']} | "
+                         f"{r['compile_s_total']:.0f} s | {100 * r['compile_share']:.0f}% | {r['program']} |")
+    if args.retrain_arch:
+        r = retrain_speed(args.retrain_arch, args.retrain_epochs, args.data_dir)
+        print(json.dumps(r))
+        result["retrain"] = r
+        lines += ["", f"Retrain (`cpu` preset, {r['epochs']} epoch(s)): "
+                  f"{r['images_per_second']:.0f} images/s."]
+    print("\n".join(lines))
+    save(result, args.out)
+    if not args.no_record:
+        append_row("Speed (benchmarks/speed.py)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

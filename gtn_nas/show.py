@@ -1,0 +1,113 @@
+"""`gtn-nas show DIR`: the pictures of a run directory, drawn from what the run saved.
+
+- a meta-training run: meta-loss and fresh-learner validation accuracy against outer steps
+  (``plots/meta_training.png``, ``plots/validation.png``), and GTN vs tuned real data when
+  ``evaluate.json`` exists (``plots/evaluate.png``);
+- a search: each proxy against every other one (and the parameter count), with Spearman's rho in
+  the title (``plots/<x>_vs_<y>.png``);
+- a retrain: the learning curve (``plots/learning_curve.png``).
+
+Nothing is recomputed: the PNGs come from metrics.jsonl, evaluate.json or results.sqlite.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtn_nas import plots
+from gtn_nas.errors import CheckpointError
+from gtn_nas.runs import read_json
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: the rest is still worth drawing
+    return rows
+
+
+def kind_of(run_dir: Path) -> str:
+    if (run_dir / "results.sqlite").exists():
+        return "search"
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        head = metrics.read_text()[:4000]
+        return "meta-train" if "meta_loss" in head else "retrain"
+    raise CheckpointError(f"{run_dir} is not a gtn-nas run directory (no metrics.jsonl or "
+                          "results.sqlite); give the --out of meta-train, search or retrain")
+
+
+def _meta_train(run_dir: Path, out: Path) -> list[Path]:
+    rows = _jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in rows if "meta_loss" in r and r.get("finite", True)]
+    val = [r for r in rows if "val_acc" in r]
+    written = []
+    if train:
+        path = out / "meta_training.png"
+        plots.curves({"meta-loss": ([r["step"] for r in train], [r["meta_loss"] for r in train])},
+                     path, "outer step", "meta-loss (real data)", f"meta-training: {run_dir.name}")
+        written.append(path)
+    if val:
+        path = out / "validation.png"
+        plots.curves({"fresh learner": ([r["step"] for r in val],
+                                        [100 * r["val_acc"] for r in val])},
+                     path, "outer step", "validation accuracy %", "learner trained on the GTN")
+        written.append(path)
+    ev = run_dir / "evaluate.json"
+    if ev.exists():
+        e = read_json(ev)
+        path = out / "evaluate.png"
+        plots.bars({"GTN": e["gtn"]["test"], f"real (lr {e['real']['lr']}, mom "
+                    f"{e['real']['momentum']})": e["real"]["test"]}, path,
+                   f"test accuracy after {e['inner_steps']} inner steps ({e['num_seeds']} seeds)")
+        written.append(path)
+    return written
+
+
+def _search(run_dir: Path, out: Path) -> list[Path]:
+    from gtn_nas.rank import _corr
+    from gtn_nas.store import Store
+
+    with Store(run_dir / "results.sqlite") as store:
+        rows = store.rows()
+    cols = [c for c in ("gtn_score", "real_score", "params")
+            if sum(r.get(c) is not None for r in rows) >= 2]
+    written = []
+    for x, y in itertools.combinations(cols, 2):
+        pairs = [(r[x], r[y]) for r in rows if r.get(x) is not None and r.get(y) is not None]
+        a, b = (np.asarray(v, float) for v in zip(*pairs))
+        rho, tau = _corr(a, b)
+        shown = "n/a" if rho is None else f"{rho:.3f}"
+        path = out / f"{x}_vs_{y}.png"
+        plots.scatter(a, b, path, x, y, f"{run_dir.name}: {len(a)} architectures, Spearman {shown}")
+        written.append(path)
+    return written
+
+
+def _retrain(run_dir: Path, out: Path) -> list[Path]:
+    rows = [r for r in _jsonl(run_dir / "metrics.jsonl") if "val_acc" in r and "epoch" in r]
+    if not rows:
+        return []
+    path = out / "learning_curve.png"
+    plots.curves({"validation": ([r["epoch"] for r in rows], [100 * r["val_acc"] for r in rows])},
+                 path, "epoch", "accuracy %", f"retrain: {run_dir.name}")
+    return [path]
+
+
+def show(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} does not exist; give the --out directory of a run")
+    kind = kind_of(run_dir)
+    out = run_dir / "plots"
+    written = {"meta-train": _meta_train, "search": _search, "retrain": _retrain}[kind](run_dir, out)
+    return {"run_dir": str(run_dir), "kind": kind, "plots": [str(p) for p in written]}
