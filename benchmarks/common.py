@@ -58,3 +58,11 @@ def append_row(section: str, text: str) -> None:
     body = body[:end].rstrip() + "\n" + entry + body[end:]
     RESULTS_MD.write_text(body)
     print(f"appended to {RESULTS_MD}")
+
+
+def finish(result: dict, lines: list[str], out: str | Path, section: str, record: bool) -> None:
+    """Prints the result table, saves the JSON and, unless told not to, records it in RESULTS.md."""
+    print("\n".join(lines))
+    save(result, out)
+    if record:
+        append_row(section, "\n".join(lines))

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_row, describe, machine, save  # noqa: E402
+from benchmarks.common import describe, finish, machine  # noqa: E402
 
 
 def peak_memory_mb() -> float:
@@ -163,10 +163,7 @@ def main() -> None:
             print(json.dumps(r))
             result["search"].append(r)
             lines.append(f"| {w} | {r['wall_s']:.0f} s | {r['archs_per_min']:.2f} |")
-    print("\n".join(lines))
-    save(result, args.out)
-    if not args.no_record:
-        append_row("Scaling (benchmarks/scaling.py)", "\n".join(lines))
+    finish(result, lines, args.out, "Scaling (benchmarks/scaling.py)", not args.no_record)
 
 
 if __name__ == "__main__":

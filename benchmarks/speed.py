@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import append_row, describe, machine, save  # noqa: E402
+from benchmarks.common import describe, finish, machine  # noqa: E402
 from benchmarks.scaling import time_meta_steps  # noqa: E402
 
 
@@ -119,10 +119,7 @@ def main() -> None:
         result["retrain"] = r
         lines += ["", f"Retrain (`cpu` preset, {r['epochs']} epoch(s)): "
                   f"{r['images_per_second']:.0f} images/s."]
-    print("\n".join(lines))
-    save(result, args.out)
-    if not args.no_record:
-        append_row("Speed (benchmarks/speed.py)", "\n".join(lines))
+    finish(result, lines, args.out, "Speed (benchmarks/speed.py)", not args.no_record)
 
 
 if __name__ == "__main__":

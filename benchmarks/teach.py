@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import append_row, describe, machine, save  # noqa: E402
+from benchmarks.common import describe, finish, machine  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
 from gtn_nas.config import EvaluateConfig, MetaTrainConfig, build_config  # noqa: E402
 from gtn_nas.evaluate import evaluate  # noqa: E402
@@ -80,10 +80,7 @@ def main() -> None:
                                curriculum=cur, iterations=args.ablation_iterations)
             result["ablation"][cur] = r
             lines.append(f"| {cur} | {pct(r['gtn_test'])} | {r['meta_train_wall_s'] / 60:.1f} min |")
-    print("\n".join(lines))
-    save(result, out / "teach.json")
-    if not args.no_record:
-        append_row("Teaching (benchmarks/teach.py)", "\n".join(lines))
+    finish(result, lines, out / "teach.json", "Teaching (benchmarks/teach.py)", not args.no_record)
 
 
 if __name__ == "__main__":

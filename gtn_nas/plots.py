@@ -20,6 +20,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def to_pixels(x: np.ndarray, mean, std) -> np.ndarray:
     """Normalised float images -> [0, 1] for display."""
     return np.clip(np.asarray(x) * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
@@ -49,10 +56,7 @@ def curriculum_grid(images: np.ndarray, labels: np.ndarray, path: Path, mean, st
     ax.set_xlabel("label")
     if title:
         ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, xlabel: str,
@@ -70,10 +74,7 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: 
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def scatter(x: Sequence[float], y: Sequence[float], path: Path, xlabel: str, ylabel: str,
@@ -86,10 +87,7 @@ def scatter(x: Sequence[float], y: Sequence[float], path: Path, xlabel: str, yla
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def bars(values: Mapping[str, Mapping[str, float]], path: Path, title: str = "") -> None:
@@ -106,7 +104,4 @@ def bars(values: Mapping[str, Mapping[str, float]], path: Path, title: str = "")
     ax.set_ylim(max(0.0, min(means) - 10), min(100.0, max(means) + 5))
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
