@@ -4,7 +4,7 @@ Meta-training shards its ``num_learners`` fresh learners over a one-axis device 
 (``learners``); the generator, curriculum and optimiser state are replicated, so the mean over
 learners in the meta-loss becomes an all-reduce that XLA inserts. Several hosts join through
 ``jax.distributed.initialize``; every process runs the same program, and only process 0 writes
-logs, pictures and summaries (orbax coordinates the checkpoint writes itself).
+logs, pictures, checkpoints and summaries; every process restores the same checkpoint.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from pathlib import Path
 from gtn_nas.config import SearchConfig
 from gtn_nas.errors import ConfigError, GtnError
 from gtn_nas.runs import write_atomic
+from gtn_nas.search import index_stop
+from gtn_nas.store import Store
 from gtn_nas.ui import Reporter
 
 POLL_SECONDS = 1.0
@@ -50,16 +52,10 @@ def worker_configs(cfg: SearchConfig, shard: int, num_shards: int) -> list[Searc
             for w in range(n)]
 
 
-def _done_in(store_path: Path, configs: list[SearchConfig]) -> int:
-    from gtn_nas.store import Store
-
-    if not store_path.exists():
-        return 0
-    with Store(store_path) as store:
-        done = store.done(configs[0].proxies)
+def _done_in(store, configs: list[SearchConfig], stop: int | None) -> int:
+    """Finished indices of these workers' shards, below ``stop``."""
     mine = {(c.shard, c.num_shards) for c in configs}
-    stop = configs[0].budget or len(configs[0].archs) or None
-    return sum(1 for i in done if (stop is None or i < stop)
+    return sum(1 for i in store.done(configs[0].proxies) if (stop is None or i < stop)
                and any(i % n == s for s, n in mine))
 
 
@@ -72,7 +68,7 @@ def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int,
         rep.info(f"{len(configs)} workers share {len(gpus)} GPU(s)")
     folder = run_dir / "workers"
     folder.mkdir(parents=True, exist_ok=True)
-    stop = cfg.budget or len(cfg.archs) or None
+    stop = index_stop(cfg)
     total = (sum(len(range(c.shard, stop, c.num_shards)) for c in configs) if stop else None)
     procs: list[tuple[subprocess.Popen, Path]] = []
     try:
@@ -89,21 +85,20 @@ def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int,
             procs.append((proc, log_path))
         rep.info(f"search fan-out: {len(procs)} worker processes"
                  + (f" on GPUs {','.join(gpus)}" if gpus else "") + f"; logs in {folder}")
-        store_path = run_dir / "results.sqlite"
-        start = _done_in(store_path, configs)
-        t0 = time.time()
-        with rep.progress("search", total=total, completed=start) as bar:
-            shown = start
-            while any(p.poll() is None for p, _ in procs):
-                time.sleep(POLL_SECONDS)
-                now = _done_in(store_path, configs)
-                rate = 60.0 * (now - start) / max(time.time() - t0, 1e-9)
-                bar.update(now - shown, rate=f"{rate:.1f} arch/min")
-                shown = now
-                failed = [(p, log) for p, log in procs if p.poll() not in (None, 0)]
-                if failed:
-                    break
-            bar.update(_done_in(store_path, configs) - shown)
+        with Store(run_dir / "results.sqlite") as store:  # one reader for the whole poll
+            start = _done_in(store, configs, stop)
+            t0 = time.time()
+            with rep.progress("search", total=total, completed=start) as bar:
+                shown = start
+                while any(p.poll() is None for p, _ in procs):
+                    time.sleep(POLL_SECONDS)
+                    now = _done_in(store, configs, stop)
+                    rate = 60.0 * (now - start) / max(time.time() - t0, 1e-9)
+                    bar.update(now - shown, rate=f"{rate:.1f} arch/min")
+                    shown = now
+                    if any(p.poll() not in (None, 0) for p, _ in procs):
+                        break
+                bar.update(_done_in(store, configs, stop) - shown)
     except KeyboardInterrupt:
         _stop(procs)
         raise

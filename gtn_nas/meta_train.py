@@ -129,6 +129,7 @@ def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
 # ---------------------------------------------------------------------------------------------
 # The command: run directory, outer loop, checkpoints, periodic validation, samples, summary.
 
+import functools  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -215,7 +216,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     augment = augment_crop_flip if cfg.augment else None
     step_fn = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std, augment, mesh),
                       donate_argnums=0)
-    put = (lambda x: dist.replicate(x, mesh)) if mesh is not None else (lambda x: x)
+    put = functools.partial(dist.replicate, mesh=mesh)  # identity without a mesh
     k_arch = jax.random.fold_in(k_steps, 2**31 - 1)
     k_eval_arch = jax.random.fold_in(k_eval, 2**31 - 1)
 

@@ -75,9 +75,18 @@ class MetricsLog:
             os.fsync(f.fileno())
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+        return read_jsonl(self.path) if self.path.exists() else []
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file, skipping a line cut short by a kill."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -303,9 +303,14 @@ def shard_of(cfg: SearchConfig) -> tuple[int, int]:
     return i, n
 
 
+def index_stop(cfg: SearchConfig) -> int | None:
+    """One past the last architecture index of the search (None: no count limit)."""
+    return (cfg.budget or len(cfg.archs)) or None
+
+
 def _indices(cfg: SearchConfig, shard: int = 0, num_shards: int = 1) -> Iterator[int]:
     """This shard's architecture indices, in order: i % num_shards == shard."""
-    stop = (cfg.budget or len(cfg.archs)) if cfg.archs else cfg.budget
+    stop = index_stop(cfg)
     every = range(stop) if stop else itertools.count()
     return itertools.islice(every, shard, None, num_shards)
 
@@ -371,7 +376,7 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     done = store.done(cfg.proxies)
     existing = {r["idx"]: r for r in store.rows()}
     shard, num_shards = shard_of(cfg)
-    stop = (cfg.budget or len(cfg.archs)) or None
+    stop = index_stop(cfg)
     total = len(range(shard, stop, num_shards)) if stop else None
     completed = len([i for i in done if (stop is None or i < stop) and i % num_shards == shard])
     worker_id = f"{socket.gethostname()}:{os.getpid()}/{shard}of{num_shards}"
@@ -533,4 +538,4 @@ def _report(rep: Reporter, cfg: SearchConfig, board: list[Row], summary: dict) -
 
 
 __all__ = ["RESUMABLE_KEYS", "Scorer", "architecture_keys", "export", "genotype_at",
-           "leaderboard", "lowered_flops", "search", "search_config", "shard_of", "top_record"]
+           "index_stop", "leaderboard", "lowered_flops", "search", "search_config", "shard_of", "top_record"]

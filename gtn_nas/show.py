@@ -20,19 +20,7 @@ import numpy as np
 
 from gtn_nas import plots
 from gtn_nas.errors import CheckpointError
-from gtn_nas.runs import read_json
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill: the rest is still worth drawing
-    return rows
+from gtn_nas.runs import read_json, read_jsonl
 
 
 def kind_of(run_dir: Path) -> str:
@@ -47,7 +35,7 @@ def kind_of(run_dir: Path) -> str:
 
 
 def _meta_train(run_dir: Path, out: Path) -> list[Path]:
-    rows = _jsonl(run_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     train = [r for r in rows if "meta_loss" in r and r.get("finite", True)]
     val = [r for r in rows if "val_acc" in r]
     written = []
@@ -94,7 +82,7 @@ def _search(run_dir: Path, out: Path) -> list[Path]:
 
 
 def _retrain(run_dir: Path, out: Path) -> list[Path]:
-    rows = [r for r in _jsonl(run_dir / "metrics.jsonl") if "val_acc" in r and "epoch" in r]
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val_acc" in r and "epoch" in r]
     if not rows:
         return []
     path = out / "learning_curve.png"
