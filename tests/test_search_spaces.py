@@ -359,6 +359,8 @@ GENOTYPES = [
     "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|none~2|",
     "|avg_pool_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|"
     "nor_conv_1x1~2|",
+    # node 1 is zero: the pool and skip reading it are dropped, the conv reading node 2 is not
+    "|none~0|+|none~0|avg_pool_3x3~1|+|nor_conv_1x1~0|skip_connect~1|nor_conv_3x3~2|",
 ]
 
 
@@ -459,3 +461,19 @@ def test_nb201_shared_switch_mode_and_vmap(shared_net):
     g = NB201Genotype.from_str(GENOTYPES[2])
     _assert_unused_grads_zero(g, jax.jit(jax.grad(loss))(variables["params"],
                                                          jnp.asarray(nb201.encode(g))))
+
+
+def test_nb201_no_ops_on_zero_nodes():
+    """A pool of a node that is exactly zero is not in the program: XLA would constant-fold it at
+    compile time (minutes on CPU for batch-sized shapes), for the same zero result."""
+    space = get_space("nb201")
+    shape = (8, 8, 1)
+    x = _images(shape)
+    zero_fed = "|none~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"
+    counts = []
+    for s in (zero_fed, zero_fed.replace("none~0", "skip_connect~0")):
+        net = space.build(space.from_str(s), TINY_C, TINY_N, 10, shape)
+        variables = net.init(jax.random.PRNGKey(0), x, train=False)
+        counts.append(jax.jit(lambda v: net.apply(v, x, train=False)).lower(variables)
+                      .as_text().count("reduce_window"))
+    assert counts[0] < counts[1]  # the same network but for the cell's two pools (on zeros)
