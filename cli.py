@@ -172,6 +172,8 @@ def search_cmd(
     real_steps: Annotated[Optional[int], typer.Option(help="real proxy: real-data SGD steps (default: --steps).")] = None,
     real_lr: Annotated[Optional[float], typer.Option(help="real proxy: learning rate.")] = None,
     real_momentum: Annotated[Optional[float], typer.Option(help="real proxy: momentum.")] = None,
+    real_batch_size: Annotated[Optional[int], typer.Option(help="real proxy: batch size (default: the GTN's).")] = None,
+    real_schedule: Annotated[Optional[str], typer.Option(help="real proxy: constant lr, or cosine decay to 0.")] = None,
     eval_subset: Annotated[Optional[int], typer.Option(help="Validation images every proxy is scored on.")] = None,
     program: Annotated[Optional[str], typer.Option(help="auto | exact (compile per architecture) | shared (nb201: one program for all).")] = None,
     top_k: Annotated[Optional[int], typer.Option(help="Write top/NN.json for the best K.")] = None,
@@ -186,7 +188,8 @@ def search_cmd(
                      time_budget=time_budget, archs=tuple(arch) if arch else None,
                      data_dir=data_dir, dataset=dataset, seed=seed, channels=channels,
                      cells=cells, steps=steps, real_steps=real_steps, real_lr=real_lr,
-                     real_momentum=real_momentum, eval_subset=eval_subset, program=program,
+                     real_momentum=real_momentum, real_batch_size=real_batch_size,
+                     real_schedule=real_schedule, eval_subset=eval_subset, program=program,
                      top_k=top_k, workers=workers, num_shards=num_shards, shard=shard)
 
     def go():

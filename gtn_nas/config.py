@@ -195,6 +195,7 @@ def load_config(cls: type[C], path: Path) -> C:
 # --- search and rank configs (issue #3) ---
 SEARCH_PROXIES = ("gtn", "real", "params")
 SEARCH_PROGRAMS = ("auto", "exact", "shared")
+REAL_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ class SearchConfig:
     real_lr: float = 0.1
     real_momentum: float = 0.9
     real_batch_size: int | None = None  # default: the GTN's batch size
+    real_schedule: str = "constant"  # constant | cosine (decays real_lr to 0 over real_steps)
     eval_subset: int = 10_000  # fixed validation images every proxy is scored on
     program: str = "auto"
     top_k: int = 10  # top/NN.json files written
@@ -260,6 +262,7 @@ class SearchConfig:
         object.__setattr__(self, "proxies", proxies)
         _check_choice("preset", self.preset, PRESETS)
         _check_choice("program", self.program, SEARCH_PROGRAMS)
+        _check_choice("real schedule", self.real_schedule, REAL_SCHEDULES)
         if self.program == "shared" and self.space != "nb201":
             raise ConfigError("--program shared exists only for the nb201 space (micro genotypes "
                               "differ in parameter shapes); use exact or auto")

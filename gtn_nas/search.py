@@ -160,7 +160,8 @@ class Scorer:
             else:
                 lr, mom = args["opt"]
                 st = train_on_real(learner, *args["train"], key, steps=real_steps, batch=batch,
-                                   lr=lr, momentum=mom, mean=mean, std=std, num_classes=classes)
+                                   lr=lr, momentum=mom, mean=mean, std=std, num_classes=classes,
+                                   schedule=self.cfg.real_schedule)
             return score(learner, st, *args["val"], mean, std, chunk)
 
         return run
@@ -194,11 +195,12 @@ class Scorer:
     def _batches(self, proxy: str, key) -> tuple[Any, float]:
         """(k_init, xs, ys, lrs, moms) of ``proxy`` for a learner keyed ``key``, from a program
         compiled once per search; and the seconds compiling it took now."""
-        from gtn_nas.training import real_batches
+        from gtn_nas.training import lr_schedule, real_batches
 
         if proxy not in self._batch_fns:
             teacher, steps, real_steps, batch = self.teacher, self.steps, self.real_steps, self.real_batch
             mean, std, classes = self.mean, self.std, self.classes
+            schedule = self.cfg.real_schedule
 
             def fn(args, key):
                 k_init, k_data = jax.random.split(key)
@@ -208,8 +210,8 @@ class Scorer:
                     return k_init, xs[:steps], ys[:steps], lrs[:steps], moms[:steps]
                 xs, ys = real_batches(k_data, *args["train"], real_steps, batch, mean, std)
                 lr, mom = args["opt"]
-                return (k_init, xs, jax.nn.one_hot(ys, classes), jnp.full((real_steps,), lr),
-                        jnp.full((real_steps,), mom))
+                return (k_init, xs, jax.nn.one_hot(ys, classes),
+                        lr_schedule(lr, real_steps, schedule), jnp.full((real_steps,), mom))
 
             t0 = time.perf_counter()
             self._batch_fns[proxy] = jax.jit(fn).lower(self.args, key).compile()
@@ -368,7 +370,8 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
         "gtn_run": str(Path(cfg.gtn).resolve()), "gtn_step": gtn_step, "dataset": mcfg.dataset,
         "split_seed": mcfg.split_seed, **sizes, "steps": steps, "real_steps": real_steps,
         "real_batch_size": real_batch, "real_lr": cfg.real_lr,
-        "real_momentum": cfg.real_momentum, "eval_subset": cfg.eval_subset, "program": program,
+        "real_momentum": cfg.real_momentum, "real_schedule": cfg.real_schedule,
+        "eval_subset": cfg.eval_subset, "program": program,
     }
     store.bind(identity)
     scorer = Scorer(cfg, space, teacher, meta, data, sizes, steps, real_steps, real_batch, program)

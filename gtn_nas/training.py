@@ -43,12 +43,22 @@ def real_batches(key: jax.Array, images: jax.Array, labels: jax.Array, steps: in
     return normalize(x, mean, std), labels[idx]
 
 
+def lr_schedule(lr, steps: int, kind: str = "constant") -> jax.Array:
+    """Per-step learning rates [steps]: ``constant``, or ``cosine`` from lr down to 0."""
+    lrs = jnp.full((steps,), lr, jnp.float32)
+    if kind == "cosine":
+        lrs = lrs * 0.5 * (1 + jnp.cos(jnp.pi * jnp.arange(steps, dtype=jnp.float32) / steps))
+    return lrs
+
+
 def train_on_real(learner: Learner, images: jax.Array, labels: jax.Array, key: jax.Array, *,
-                  steps: int, batch: int, lr, momentum, mean, std, num_classes: int) -> InnerState:
-    """The baseline: the same learner and inner loop, on real batches with a fixed lr/momentum."""
+                  steps: int, batch: int, lr, momentum, mean, std, num_classes: int,
+                  schedule: str = "constant") -> InnerState:
+    """The baseline: the same learner and inner loop, on real batches with a fixed momentum and
+    a constant or cosine-decayed lr."""
     k_init, k_data = jax.random.split(key)
     xs, ys = real_batches(k_data, images, labels, steps, batch, mean, std)
-    lrs = jnp.full((steps,), lr, jnp.float32)
+    lrs = lr_schedule(lr, steps, schedule)
     moms = jnp.full((steps,), momentum, jnp.float32)
     state = init_inner_state(learner, k_init)
     final, _, _ = unroll(learner, state, xs, jax.nn.one_hot(ys, num_classes), lrs, moms, remat="none")

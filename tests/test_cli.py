@@ -104,10 +104,14 @@ def test_scaling_options_are_forwarded(tmp_path, monkeypatch):
     seen = _capture(monkeypatch, gtn_nas.search, "search", {"architectures": 0})
     result = runner.invoke(cli.app, [
         "search", "--gtn", "G", "--out", str(tmp_path / "s"), "--workers", "3",
-        "--num-shards", "4", "--shard", "2", "--quiet"])
+        "--num-shards", "4", "--shard", "2", "--real-batch-size", "32", "--real-schedule",
+        "cosine", "--quiet"])
     assert result.exit_code == 0, result.output
     cfg = seen[-1]
     assert (cfg.workers, cfg.num_shards, cfg.shard) == (3, 4, 2)
+    assert (cfg.real_batch_size, cfg.real_schedule) == (32, "cosine")
+    result = runner.invoke(cli.app, ["search", "--gtn", "G", "--real-schedule", "step", "--quiet"])
+    assert result.exit_code == 2 and "real schedule must be one of" in result.output
 
 
 def test_evaluate_forwards_options(tmp_path, monkeypatch):

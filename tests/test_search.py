@@ -223,3 +223,41 @@ def test_search_without_a_gtn_run(tmp_path):
 def test_rank_bad_truth(tmp_path):
     result = runner.invoke(cli.app, ["rank", str(tmp_path), "--truth", "elsewhere"])
     _one_error(result)
+
+
+def test_cosine_real_schedule():
+    from gtn_nas.training import lr_schedule
+
+    np.testing.assert_allclose(lr_schedule(0.2, 4, "cosine"), [0.2, 0.1707107, 0.1, 0.0292893],
+                               rtol=1e-5)
+    np.testing.assert_array_equal(lr_schedule(0.2, 3), np.full(3, 0.2, np.float32))
+
+
+def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, tmp_path,
+                                                           monkeypatch):
+    """benchmarks/proxy.py: three resumable stages over the same architectures, extended chunk by
+    chunk, then one correlation per proxy against the cosine-schedule truth."""
+    import benchmarks.proxy as bench
+
+    out = tmp_path / "bench"
+    argv = ["proxy.py", "--gtn", str(gtn_run), "--channels", "2", "--eval-subset", "16",
+            "--program", "exact", "--long-factor", "2", "--truth-steps", "6", "--chunk", "2",
+            "--data-dir", str(fake_mnist), "--out", str(out), "--no-record", "--quiet"]
+    monkeypatch.setattr("sys.argv", argv + ["--archs", "2"])
+    bench.main()
+    monkeypatch.setattr("sys.argv", argv + ["--archs", "3"])  # resumes: adds index 2 only
+    bench.main()
+    result = json.loads((out / "proxy.json").read_text())
+    assert result["n"] == 3 and result["series"]["idx"] == [0, 1, 2]
+    stages = {s: _rows(out / s) for s in ("proxy", "real-long", "truth")}
+    assert [[r["genotype"] for r in rows] for rows in stages.values()].count(
+        [r["genotype"] for r in stages["proxy"]]) == 3
+    assert result["series"]["truth"] == [r["real_score"] for r in stages["truth"]]
+    assert result["series"]["gtn"] == [r["gtn_score"] for r in stages["proxy"]]
+    cfgs = {s: json.loads((out / s / "config.json").read_text()) for s in stages}
+    assert (cfgs["truth"]["real_steps"], cfgs["truth"]["real_schedule"]) == (6, "cosine")
+    assert cfgs["real-long"]["real_steps"] == 2 * cfgs["proxy"]["real_steps"]
+    for k in ("gtn", "real", "real-long", "params"):
+        m = result["metrics"][k]
+        assert m["n"] == 3 and (m["spearman"] is None or -1 <= m["spearman"] <= 1)
+        assert (out / f"proxy-{k}.png").stat().st_size > 0
