@@ -68,9 +68,10 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
     step = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std, None, mesh),
                    donate_argnums=0).lower(state, put(arch), put(k_steps), images, labels).compile()
     compile_s = time.perf_counter() - t0
-    cost = step.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float((cost or {}).get("flops", 0.0))
+    flops_rolled = _flops(step.cost_analysis())
+    flops = unrolled_flops(lambda: jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std,
+                                                          None, mesh)).lower(
+        state, put(arch), put(k_steps), images, labels)) if cfg.remat != "nested" else flops_rolled
     t0 = time.perf_counter()
     state, m = step(state, put(arch), put(jax.random.fold_in(k_steps, 0)), images, labels)
     jax.block_until_ready(m)
@@ -84,9 +85,32 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
             "steps": steps, "compile_s": round(compile_s, 2), "first_step_s": round(first, 3),
             "compile_and_first_s": round(compile_s + first, 2),
             "steps_per_s": round(steps / wall, 4), "learners_per_s": round(steps * learners / wall, 3),
-            "flops_per_step": flops, "gflops_per_s": round(flops * steps / wall / 1e9, 2),
+            "flops_per_step": flops, "flops_per_step_loop_body_once": flops_rolled,
+            "gflops_per_s": round(flops * steps / wall / 1e9, 2),
             "peak_memory_mb": peak_memory_mb(),
             "backend": jax.default_backend(), "meta_loss": float(dist.to_host(m["meta_loss"]))}
+
+
+def _flops(cost) -> float:
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", 0.0))
+
+
+def unrolled_flops(lower) -> float:
+    """FLOPs of one meta-step from XLA's cost analysis of a lowering whose inner-loop scan is fully
+    unrolled. The analysis counts a while loop's body once, whatever its trip count (checked: a
+    10-step scan of a matmul reports one matmul), so the compiled, rolled program's figure misses
+    T-1 of the T inner steps. Lowered only (never compiled or run): the timed program is the
+    rolled one."""
+    from gtn_nas import unroll as unroll_mod
+
+    defaults = unroll_mod.unroll.__kwdefaults__
+    saved = defaults["scan_unroll"]
+    defaults["scan_unroll"] = True
+    try:
+        return _flops(lower().cost_analysis())
+    finally:
+        defaults["scan_unroll"] = saved
 
 
 def meta_in_subprocess(args, devices: int) -> dict:

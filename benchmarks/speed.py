@@ -4,10 +4,12 @@ architectures per minute (compile time apart), retrain images per second.
     python benchmarks/speed.py --presets cpu                                   # meta-step only
     python benchmarks/speed.py --presets cpu --retrain-arch '|nor_conv_3x3~0|+|...' \\
         --search-gtn runs/bench-teach/cpu-full --search-budgets 20,100
+    python benchmarks/speed.py --presets cpu --torch       # + the same meta-step in eager PyTorch
     python benchmarks/speed.py --presets cpu,paper                             # on a GPU
 
 FLOPs come from XLA's cost analysis of the compiled meta-step; the peak is a float32 matmul
-timed in the same process. Peak memory is the device's on accelerators, the process's resident
+timed in the same process, and counted on a lowering with the inner loop unrolled (XLA's cost
+analysis counts a loop body once; see ``scaling.unrolled_flops``). Peak memory is the device's on accelerators, the process's resident
 set on CPU.
 """
 
@@ -81,6 +83,8 @@ def main() -> None:
     ap.add_argument("--search-budgets", default="20,100")
     ap.add_argument("--retrain-arch", default=None, help="NB201 string to time a retrain with")
     ap.add_argument("--retrain-epochs", type=int, default=1)
+    ap.add_argument("--torch", action="store_true",
+                    help="also time the same meta-step in eager PyTorch (benchmarks/torch_meta_step.py)")
     ap.add_argument("--out", default="runs/bench-speed/speed.json")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
@@ -94,6 +98,7 @@ def main() -> None:
              f"{peak:.1f} GFLOP/s.", "",
              "| preset | learners | s / meta-step | compile | GFLOP / step | GFLOP/s | % of peak | peak memory |",
              "|---|---|---|---|---|---|---|---|"]
+    torch_rows: list[str] = []
     for preset in args.presets.split(","):
         from gtn_nas.config import MetaTrainConfig, build_config
 
@@ -104,6 +109,18 @@ def main() -> None:
         lines.append(f"| {preset} | {learners} | {1 / r['steps_per_s']:.3f} | {r['compile_s']:.1f} s "
                      f"| {r['flops_per_step'] / 1e9:.2f} | {r['gflops_per_s']:.1f} | "
                      f"{100 * r['gflops_per_s'] / peak:.1f}% | {r['peak_memory_mb']:.0f} MB |")
+        if args.torch:
+            from benchmarks.torch_meta_step import time_torch_meta_steps
+
+            tr = time_torch_meta_steps(preset, args.steps, args.data_dir, m["cores"])
+            print(json.dumps(tr))
+            r["torch"] = tr
+            torch_rows.append(f"| {preset} | {1 / r['steps_per_s']:.3f} | {tr['s_per_step']:.3f} | "
+                              f"{tr['s_per_step'] * r['steps_per_s']:.2f}x | torch {tr['torch']}, "
+                              f"{tr['threads']} threads |")
+    if torch_rows:
+        lines += ["", "| preset | JAX s / meta-step | eager PyTorch s / meta-step | JAX speed-up | PyTorch |",
+                  "|---|---|---|---|---|"] + torch_rows
     if args.search_gtn:
         lines += ["", "| search budget | wall | archs/min | compile total | compile share | program |",
                   "|---|---|---|---|---|---|"]

@@ -1,0 +1,122 @@
+"""The `cpu` preset's meta-step written in eager PyTorch, for a side-by-side timing in speed.py.
+
+Same shapes and operations as gtn_nas's meta-step for an MLP learner and an MLP generator with the
+``full`` curriculum: weight-normalised layers, the generator's per-step batch-statistics norm,
+the learner's mean-only BN (its stored mean carried to the eval-mode meta-loss), T steps of
+heavy-ball SGD kept in the autograd graph (``create_graph=True``: exact second order), the
+real-data meta-loss, global-norm clipping and Adam. Not bit-matched with the JAX program (other
+random streams); it exists to time the same work. PyTorch is optional: ``pip install torch``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+def build(cfg, image_size: int, num_classes: int, threads: int):
+    """meta_step(images, labels) -> meta-loss, for a MetaTrainConfig with learner/generator mlp."""
+    import torch
+    import torch.nn.functional as F
+
+    if cfg.learner != "mlp" or cfg.generator != "mlp" or cfg.curriculum != "full":
+        raise ValueError("the PyTorch mirror covers learner mlp, generator mlp, curriculum full")
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    t, b, d, c = cfg.inner_steps, cfg.batch_size, cfg.noise_dim, num_classes
+    hidden, width = cfg.generator_hidden or 512, cfg.learner_width or 256
+
+    def kaiming(fan_in, fan_out, grad=True):
+        v = torch.randn(fan_in, fan_out) * math.sqrt(2.0 / fan_in)
+        return v.requires_grad_(grad), v.detach().norm(dim=0).requires_grad_(grad)
+
+    def torch_bias(fan_in, n, grad=True):
+        bound = 1.0 / math.sqrt(fan_in)
+        return torch.empty(n).uniform_(-bound, bound).requires_grad_(grad)
+
+    def wn(x, v, g, bias=None):
+        y = (x @ v) * (g / v.norm(dim=0))
+        return y if bias is None else y + bias
+
+    gv1, gg1 = kaiming(d + c, hidden)
+    gv2, gg2 = kaiming(hidden, image_size)
+    meta = {
+        "z": torch.randn(t, b, d, requires_grad=True),
+        "gv1": gv1, "gg1": gg1, "gs1": torch.ones(hidden, requires_grad=True),
+        "gb1": torch.zeros(hidden, requires_grad=True),
+        "gv2": gv2, "gg2": gg2, "gbias2": torch_bias(hidden, image_size),
+        "log_lr": torch.full((t,), math.log(cfg.init_lr), requires_grad=True),
+        "log_mom": torch.full((t,), math.log(cfg.init_momentum), requires_grad=True),
+    }
+    labels_syn = F.one_hot(torch.arange(t * b) % c, c).float().reshape(t, b, c)
+    opt = torch.optim.Adam(meta.values(), lr=cfg.meta_lr, betas=(cfg.meta_b1, cfg.meta_b2),
+                           eps=cfg.meta_eps)
+
+    def generate():
+        h = wn(torch.cat([meta["z"], labels_syn], -1), meta["gv1"], meta["gg1"])
+        mean = h.mean(1, keepdim=True)  # per inner step's batch
+        var = ((h - mean) ** 2).mean(1, keepdim=True)
+        h = F.leaky_relu((h - mean) * torch.rsqrt(var + 1e-5) * meta["gs1"] + meta["gb1"], 0.1)
+        return 2.0 * torch.tanh(wn(h, meta["gv2"], meta["gg2"], meta["gbias2"]))
+
+    def learner_init():
+        v1, g1 = kaiming(image_size, width)
+        v2, g2 = kaiming(width, c)
+        return [v1, g1, torch_bias(image_size, width), torch.zeros(width, requires_grad=True),
+                v2, g2, torch_bias(width, c)]
+
+    def learner(p, stored, x, train):
+        v1, g1, b1, bn_bias, v2, g2, b2 = p
+        h = wn(x, v1, g1, b1)
+        mean = h.mean(0) if train else stored
+        return wn(F.leaky_relu(h - mean + bn_bias, 0.1), v2, g2, b2), mean
+
+    def meta_step(images, labels):
+        xs = generate()
+        lrs, moms = meta["log_lr"].exp(), meta["log_mom"].exp()
+        p = learner_init()
+        buf = [torch.zeros_like(q) for q in p]
+        stored = torch.zeros(width)
+        for i in range(t):
+            logits, stored = learner(p, stored, xs[i], True)
+            loss = -(labels_syn[i] * F.log_softmax(logits, -1)).sum() / b
+            grads = torch.autograd.grad(loss, p, create_graph=True)
+            buf = [moms[i] * m + g for m, g in zip(buf, grads)]
+            p = [q - lrs[i] * m for q, m in zip(p, buf)]
+        idx = torch.randint(0, images.shape[0], (cfg.meta_batch_size,))
+        logits, _ = learner(p, stored, images[idx], False)
+        meta_loss = F.cross_entropy(logits, labels[idx])
+        opt.zero_grad(set_to_none=True)
+        meta_loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(meta.values()), cfg.grad_clip)
+        opt.step()
+        return float(meta_loss.detach())
+
+    return meta_step
+
+
+def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> dict:
+    """Seconds per eager PyTorch meta-step of ``preset`` on the real training images."""
+    import numpy as np
+    import torch
+
+    from gtn_nas.config import MetaTrainConfig, build_config
+    from gtn_nas.data import load_dataset
+
+    cfg = build_config(MetaTrainConfig, "meta-train", preset, dict(data_dir=data_dir))
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
+    x = (data.train.images.astype(np.float32) / 255.0 - np.asarray(data.mean)) / np.asarray(data.std)
+    images = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32))
+    labels = torch.from_numpy(data.train.labels.astype(np.int64))
+    step = build(cfg, images.shape[1], data.num_classes, threads)
+    t0 = time.perf_counter()
+    first_loss = step(images, labels)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step(images, labels)
+    wall = time.perf_counter() - t0
+    return {"preset": preset, "steps": steps, "s_per_step": round(wall / steps, 4),
+            "first_step_s": round(first, 3), "torch": torch.__version__, "threads": threads,
+            "meta_loss_first": round(first_loss, 4), "meta_loss_last": round(loss, 4)}
