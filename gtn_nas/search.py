@@ -16,7 +16,8 @@ Programs: ``exact`` compiles each genotype's own network and steps its inner loo
 (``training.SteppedLearner``: XLA's CPU backend runs convolutions ~10x slower inside ``lax.scan``),
 with the learner's init run eagerly so its small ops compile once per search, not per genotype;
 ``shared`` runs every NB201 genotype through the weight-sharing supernet with the op indices as an
-array argument, one compilation per proxy for the whole search. Each row records the compile and
+array argument: one compilation for the whole search, stepped from Python the same way on CPU,
+one program per proxy (the whole inner loop) on accelerators. Each row records the compile and
 train seconds of each proxy.
 
 Rows go to ``results.sqlite`` (``gtn_nas.store``) as each architecture finishes; rerunning the same
@@ -218,20 +219,28 @@ class Scorer:
             return self._batch_fns[proxy](self.args, key), time.perf_counter() - t0
         return self._batch_fns[proxy](self.args, key), 0.0
 
-    def _stepped(self, genotype, key) -> tuple[Any, float]:
-        """The genotype's SteppedLearner (compiled once, cached) and the seconds compiling took."""
+    def _stepped(self, genotype, key, arch) -> tuple[Any, float]:
+        """The SteppedLearner of the genotype (``arch`` None) or of the shared supernet (compiled
+        once, cached) and the seconds compiling it took now."""
         from gtn_nas.training import SteppedLearner
 
         c, n, shape = self.sizes["channels"], self.sizes["cells"], tuple(self.sizes["input_shape"])
         batches = (self.teacher.batch_size, self.real_batch)
-        cache_key = ("stepped", self.space.name, genotype.to_str(), c, n, shape, self.classes,
+        which = "shared" if arch is not None else genotype.to_str()
+        cache_key = ("stepped", self.space.name, which, c, n, shape, self.classes,
                      batches, self.mean, self.std, self.chunk)
         if cache_key in _PROGRAMS:
             _PROGRAMS.move_to_end(cache_key)
             return _PROGRAMS[cache_key], 0.0
-        learner = self.space.learner(genotype, c, n, self.classes, shape)
+        if arch is None:
+            learner = self.space.learner(genotype, c, n, self.classes, shape)
+        else:
+            from search_spaces import nb201
+
+            learner = lambda a: nb201.shared_learner(a, c, n, self.classes, shape)  # noqa: E731
         stepped = SteppedLearner(learner, self.mean, self.std, self.chunk)
-        seconds = stepped.compile(key, batches, shape, self.classes, self.args["val"][0].dtype)
+        seconds = stepped.compile(key, batches, shape, self.classes, self.args["val"][0].dtype,
+                                  arch)
         _PROGRAMS[cache_key] = stepped
         while len(_PROGRAMS) > MAX_PROGRAMS:
             _PROGRAMS.popitem(last=False)
@@ -239,18 +248,18 @@ class Scorer:
 
     def _run(self, proxy: str, genotype, key) -> tuple[float, float, float]:
         """(score, train seconds, compile seconds) of one trainable proxy."""
-        if self.program == "exact":
-            stepped, compile_s = self._stepped(genotype, key)
-            (k_init, xs, ys, lrs, moms), batch_compile_s = self._batches(proxy, key)
-            t0 = time.perf_counter()
-            value = stepped.accuracy(stepped.train(k_init, xs, ys, lrs, moms), *self.args["val"])
-            return value, time.perf_counter() - t0, compile_s + batch_compile_s
+        arch = None
         if self.program == "shared":
             from search_spaces import nb201
 
             arch = jnp.asarray(nb201.encode(genotype))  # int32 [6]: an argument, not a constant
-        else:
-            arch = None
+        if self.program == "exact" or jax.default_backend() == "cpu":
+            stepped, compile_s = self._stepped(genotype, key, arch)
+            (k_init, xs, ys, lrs, moms), batch_compile_s = self._batches(proxy, key)
+            t0 = time.perf_counter()
+            st = stepped.train(k_init, xs, ys, lrs, moms, arch)
+            value = stepped.accuracy(st, *self.args["val"], arch)
+            return value, time.perf_counter() - t0, compile_s + batch_compile_s
         compiled, compile_s = self._compiled(proxy, genotype, arch, key)
         t0 = time.perf_counter()
         value = float(compiled(self.args, arch, key))

@@ -7,6 +7,8 @@ trained here on GTN data sees the same inner loop the GTN was optimised for.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,51 +94,61 @@ class SteppedLearner:
     128: 5.3 s vs 0.44 s per step), and compiles a scan of T steps slower too. Plain (not meta-)
     training has no gradient through the loop, so nothing is lost by stepping from the host; the
     results equal ``train_on_teacher``/``train_on_real`` + ``score`` for the same keys.
+
+    ``learner`` is one network, or a function ``arch -> Learner`` whose architecture is an
+    argument of the compiled programs (the NB201 shared supernet): then one compilation serves
+    every architecture, passed as ``arch`` to ``train`` and ``accuracy``.
     """
 
-    def __init__(self, learner: Learner, mean, std, chunk: int):
+    def __init__(self, learner: Learner | Callable[[Any], Learner], mean, std, chunk: int):
         self.mean, self.std, self.chunk = mean, std, chunk
+        learner_of = (lambda arch: learner) if isinstance(learner, Learner) else learner
         # Eager on purpose: compiling a cell network's init costs ~30 s per genotype, while its
         # eager ops (same shapes across genotypes) compile once per search, then 0.2 s each.
-        self._init = lambda key: init_inner_state(learner, key)
-        self._step = jax.jit(lambda st, x, y, lr, mom: sgd_step(learner, st, x, y, lr, mom)[0],
-                             donate_argnums=0)
+        # (A shared learner's init does not depend on the architecture.)
+        self._init = lambda key: init_inner_state(learner_of(None), key)
+        self._step = jax.jit(
+            lambda st, x, y, lr, mom, arch: sgd_step(learner_of(arch), st, x, y, lr, mom)[0],
+            donate_argnums=0)
 
-        def correct(st, x, y, valid):
-            logits, _ = learner.apply(st.params, st.stats, normalize(x, mean, std), False)
+        def correct(st, x, y, valid, arch):
+            logits, _ = learner_of(arch).apply(st.params, st.stats, normalize(x, mean, std), False)
             return jnp.sum((jnp.argmax(logits, -1) == y) & valid)
 
         self._correct = jax.jit(correct)
         self.compiled = False
 
     def compile(self, key: jax.Array, batch_sizes, image_shape, num_classes: int,
-                val_dtype) -> float:
-        """Compiles the step for each batch size and the eval chunk; returns the seconds taken."""
+                val_dtype, arch=None) -> float:
+        """Compiles the step for each batch size and the eval chunk; returns the seconds taken.
+        ``arch``: an example architecture (its shape and dtype) for a shared learner."""
         import time
 
         t0 = time.perf_counter()
         st = jax.eval_shape(self._init, key)
         f32 = jax.ShapeDtypeStruct((), jnp.float32)
+        a = None if arch is None else jax.ShapeDtypeStruct(np.shape(arch), jnp.asarray(arch).dtype)
         step, self._steps = self._step, {}
         for b in sorted(set(int(b) for b in batch_sizes)):
             self._steps[b] = step.lower(
                 st, jax.ShapeDtypeStruct((b, *image_shape), jnp.float32),
-                jax.ShapeDtypeStruct((b, num_classes), jnp.float32), f32, f32).compile()
+                jax.ShapeDtypeStruct((b, num_classes), jnp.float32), f32, f32, a).compile()
         c = self.chunk
         self._correct = self._correct.lower(
             st, jax.ShapeDtypeStruct((c, *image_shape), val_dtype),
-            jax.ShapeDtypeStruct((c,), jnp.int32), jax.ShapeDtypeStruct((c,), jnp.bool_)).compile()
+            jax.ShapeDtypeStruct((c,), jnp.int32), jax.ShapeDtypeStruct((c,), jnp.bool_),
+            a).compile()
         self.compiled = True
         return time.perf_counter() - t0
 
-    def train(self, key_init: jax.Array, xs, ys, lrs, moms) -> InnerState:
+    def train(self, key_init: jax.Array, xs, ys, lrs, moms, arch=None) -> InnerState:
         st = self._init(key_init)
         step = self._steps[int(xs.shape[1])] if self.compiled else self._step
         for t in range(xs.shape[0]):
-            st = step(st, xs[t], ys[t], lrs[t], moms[t])
+            st = step(st, xs[t], ys[t], lrs[t], moms[t], arch)
         return st
 
-    def accuracy(self, st: InnerState, images: jax.Array, labels: jax.Array) -> float:
+    def accuracy(self, st: InnerState, images: jax.Array, labels: jax.Array, arch=None) -> float:
         n, c = images.shape[0], self.chunk
         total = 0
         for i in range(0, n, c):
@@ -146,7 +158,7 @@ class SteppedLearner:
             if pad:
                 x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
                 y = jnp.pad(y, (0, pad))
-            total += int(self._correct(st, x, y, valid))
+            total += int(self._correct(st, x, y, valid, arch))
         return total / n
 
 

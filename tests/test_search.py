@@ -261,3 +261,17 @@ def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, 
         m = result["metrics"][k]
         assert m["n"] == 3 and (m["spearman"] is None or -1 <= m["spearman"] <= 1)
         assert (out / f"proxy-{k}.png").stat().st_size > 0
+
+
+def test_shared_program_scores_like_exact_and_compiles_once(uninterrupted, gtn_run, fake_mnist,
+                                                             tmp_path):
+    """The NB201 supernet stepped from the host: one compilation for every architecture, the
+    same scores as each genotype's own network (same initial weights, same batches)."""
+    exact_dir, _ = uninterrupted
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "shared", budget=3, program="shared"))
+    exact, shared = _rows(exact_dir), _rows(tmp_path / "shared")
+    assert [r["genotype"] for r in shared] == [r["genotype"] for r in exact]
+    for col in ("gtn_score", "real_score"):
+        np.testing.assert_allclose([r[col] for r in shared], [r[col] for r in exact], atol=1 / 16)
+    assert [r["gtn_compile_s"] > 0 for r in shared] == [True, False, False]
+    assert all(r["real_compile_s"] == 0 for r in shared[1:])
