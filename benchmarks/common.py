@@ -40,6 +40,8 @@ def command_line() -> str:
 
 def save(result: dict, path: str | Path) -> None:
     path = Path(path)
+    if path.is_dir():  # --out given as a folder: the script's JSON goes inside it
+        path = path / f"{Path(sys.argv[0]).stem}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=True, default=float) + "\n")
     print(f"saved {path}")

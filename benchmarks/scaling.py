@@ -69,8 +69,8 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
                    donate_argnums=0).lower(state, put(arch), put(k_steps), images, labels).compile()
     compile_s = time.perf_counter() - t0
     flops_rolled = _flops(step.cost_analysis())
-    flops = unrolled_flops(lambda: jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std,
-                                                          None, mesh)).lower(
+    flops = unrolled_flops(lambda scan_unroll: jax.jit(make_meta_step(
+        cfg, teacher, source, data.mean, data.std, None, mesh, scan_unroll)).lower(
         state, put(arch), put(k_steps), images, labels)) if cfg.remat != "nested" else flops_rolled
     t0 = time.perf_counter()
     state, m = step(state, put(arch), put(jax.random.fold_in(k_steps, 0)), images, labels)
@@ -97,20 +97,12 @@ def _flops(cost) -> float:
 
 
 def unrolled_flops(lower) -> float:
-    """FLOPs of one meta-step from XLA's cost analysis of a lowering whose inner-loop scan is fully
-    unrolled. The analysis counts a while loop's body once, whatever its trip count (checked: a
-    10-step scan of a matmul reports one matmul), so the compiled, rolled program's figure misses
-    T-1 of the T inner steps. Lowered only (never compiled or run): the timed program is the
-    rolled one."""
-    from gtn_nas import unroll as unroll_mod
-
-    defaults = unroll_mod.unroll.__kwdefaults__
-    saved = defaults["scan_unroll"]
-    defaults["scan_unroll"] = True
-    try:
-        return _flops(lower().cost_analysis())
-    finally:
-        defaults["scan_unroll"] = saved
+    """FLOPs of one meta-step from XLA's cost analysis of ``lower(scan_unroll=True)``, a lowering
+    whose inner-loop scan is fully unrolled. The analysis counts a while loop's body once,
+    whatever its trip count (checked: a 10-step scan of a matmul reports one matmul), so the
+    compiled, rolled program's figure misses T-1 of the T inner steps. Lowered only (never
+    compiled or run): the timed program is the rolled one."""
+    return _flops(lower(scan_unroll=True).cost_analysis())
 
 
 def meta_in_subprocess(args, devices: int) -> dict:

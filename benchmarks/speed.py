@@ -44,17 +44,19 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def search_speed(gtn: str, budget: int, data_dir) -> dict:
+def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None) -> dict:
     from gtn_nas import search as lib
 
     folder = Path(tempfile.mkdtemp(prefix="speed-search-"))
     try:
         over = dict(gtn=gtn, out=str(folder / "s"), budget=budget, proxies=("gtn",), data_dir=data_dir)
+        if channels:
+            over["channels"] = channels
         s = lib.search(lib.search_config("cpu", over))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     compile_total = s["gtn_compile_s_mean"] * budget
-    return {"budget": budget, "wall_s": s["wall_seconds"], "archs_per_min": s["archs_per_minute"],
+    return {"budget": budget, "channels": s.get("channels", channels), "wall_s": s["wall_seconds"], "archs_per_min": s["archs_per_minute"],
             "compile_s_total": round(compile_total, 1),
             "compile_share": round(compile_total / s["wall_seconds"], 3),
             "train_s_mean": s["gtn_train_s_mean"], "program": s["program"]}
@@ -82,6 +84,8 @@ def main() -> None:
     ap.add_argument("--search-gtn", default=None, help="GTN run to time searches with")
     ap.add_argument("--search-budgets", default="20,100")
     ap.add_argument("--retrain-arch", default=None, help="NB201 string to time a retrain with")
+    ap.add_argument("--search-channels", type=int, default=None,
+                    help="NB201 channels of the timed searches (default: the search's cpu preset)")
     ap.add_argument("--retrain-epochs", type=int, default=1)
     ap.add_argument("--torch", action="store_true",
                     help="also time the same meta-step in eager PyTorch (benchmarks/torch_meta_step.py)")
@@ -125,7 +129,7 @@ def main() -> None:
         lines += ["", "| search budget | wall | archs/min | compile total | compile share | program |",
                   "|---|---|---|---|---|---|"]
         for b in (int(x) for x in args.search_budgets.split(",")):
-            r = search_speed(args.search_gtn, b, args.data_dir)
+            r = search_speed(args.search_gtn, b, args.data_dir, args.search_channels)
             print(json.dumps(r))
             result["search"].append(r)
             lines.append(f"| {b} | {r['wall_s']:.0f} s | {r['archs_per_min']} | "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,10 +139,11 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                      log_every=2, eval_every=3, eval_subset=500, checkpoint_every=3),
         # Tuned on 2 cores (benchmarks/RESULTS.md): the final-loss-only meta-objective is ~40%
         # cheaper per step and learned faster than U=1; a large meta batch costs little there.
+        # No remat: the MLP unroll fits in ~1.1 GB, and recomputing each step cost 30% more time.
         "cpu": dict(learner="mlp", learner_width=256, generator="mlp", generator_hidden=512,
                     inner_steps=32, batch_size=128, noise_dim=64, iterations=700, meta_lr=0.02,
                     init_lr=0.1, meta_batch_size=1024, intermediate_every=0, grad_clip=10.0,
-                    log_every=10, eval_every=100, checkpoint_every=50),
+                    log_every=10, eval_every=100, checkpoint_every=50, remat="none"),
         "paper": dict(learner="base_fc", generator="conv", inner_steps=32, batch_size=128,
                       noise_dim=128, meta_lr=0.02, iterations=2000, meta_batch_size=128,
                       intermediate_every=1, log_every=50, eval_every=50, checkpoint_every=100),

@@ -63,11 +63,13 @@ def init_meta_state(cfg: MetaTrainConfig, teacher: Teacher, key: jax.Array) -> M
 
 
 def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
-                   augment=None, mesh=None):
+                   augment=None, mesh=None, scan_unroll: int | bool = 1):
     """Returns meta_loss(meta_params, arch, key, train_images, train_labels) -> (loss, metrics).
 
     With a ``mesh`` the fresh learners are split over its devices (``distributed.learner_mesh``);
     the mean over them is then XLA's all-reduce, and the result equals the one-device program's.
+    ``scan_unroll``: the inner loop's ``lax.scan`` unroll (True for a fully unrolled lowering,
+    which FLOP counting needs: XLA's cost analysis counts a loop body once).
     """
     n_inter = num_intermediate(cfg.inner_steps, cfg.intermediate_every)
 
@@ -84,7 +86,8 @@ def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
             state = init_inner_state(learner, k_init)
             final, inner_losses, inter = unroll(
                 learner, state, xs, ys, lrs, moms, remat=cfg.remat,
-                real_xs=real_x[:-1], real_ys=real_y[:-1], every=cfg.intermediate_every)
+                real_xs=real_x[:-1], real_ys=real_y[:-1], every=cfg.intermediate_every,
+                scan_unroll=scan_unroll)
             logits, _ = learner.apply(final.params, final.stats, real_x[-1], False)
             final_loss = nll(logits, real_y[-1])
             total = final_loss + cfg.intermediate_weight * inter
@@ -100,12 +103,12 @@ def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
 
 
 def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
-                   augment=None, mesh=None):
+                   augment=None, mesh=None, scan_unroll: int | bool = 1):
     """The whole outer step as one function: meta-gradient, finiteness check, optax update.
 
     meta_step(meta_state, arch, key, train_images, train_labels) -> (meta_state, metrics)
     """
-    meta_loss = make_meta_loss(cfg, teacher, source, mean, std, augment, mesh)
+    meta_loss = make_meta_loss(cfg, teacher, source, mean, std, augment, mesh, scan_unroll)
     opt = make_optimizer(cfg)
 
     def meta_step(ms: MetaState, arch, key, images, labels):

@@ -115,6 +115,18 @@ _PROGRAMS: "OrderedDict[tuple, Any]" = OrderedDict()
 MAX_PROGRAMS = 16
 
 
+def _cached_program(cache_key: tuple, build: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
+    """(program, seconds compiling it now): from ``_PROGRAMS``, or built by ``build()`` and kept."""
+    if cache_key in _PROGRAMS:
+        _PROGRAMS.move_to_end(cache_key)
+        return _PROGRAMS[cache_key], 0.0
+    program, seconds = build()
+    _PROGRAMS[cache_key] = program
+    while len(_PROGRAMS) > MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program, seconds
+
+
 def _signature(tree) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return (str(treedef),) + tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in leaves)
@@ -167,31 +179,32 @@ class Scorer:
 
         return run
 
-    def _compiled(self, proxy: str, genotype, arch, key) -> tuple[Any, float]:
-        """The compiled program of ``proxy`` (for ``genotype`` unless shared), and the seconds
-        spent compiling it now (0 when it was cached)."""
+    def _learner_of(self, genotype, shared: bool) -> Callable[[Any], Any]:
+        """``arch -> Learner``: the NB201 supernet whose architecture is a runtime argument
+        (``shared``), or the genotype's own network whatever ``arch`` is."""
         c, n, shape = self.sizes["channels"], self.sizes["cells"], tuple(self.sizes["input_shape"])
-        which = None if self.program == "shared" else genotype.to_str()
-        cache_key = (proxy, self.program, self.space.name, which, c, n, shape, self.classes,
-                     self.teacher, self.steps, self.real_steps, self.real_batch, self.mean,
-                     self.std, self.chunk, self._args_sig)
-        if cache_key in _PROGRAMS:
-            _PROGRAMS.move_to_end(cache_key)
-            return _PROGRAMS[cache_key], 0.0
-        if self.program == "shared":
+        if shared:
             from search_spaces import nb201
 
-            fn = self._proxy_fn(proxy, lambda a: nb201.shared_learner(a, c, n, self.classes, shape))
-        else:
-            learner = self.space.learner(genotype, c, n, self.classes, shape)
-            fn = self._proxy_fn(proxy, lambda a: learner)
-        t0 = time.perf_counter()
-        compiled = jax.jit(fn).lower(self.args, arch, key).compile()
-        seconds = time.perf_counter() - t0
-        _PROGRAMS[cache_key] = compiled
-        while len(_PROGRAMS) > MAX_PROGRAMS:
-            _PROGRAMS.popitem(last=False)
-        return compiled, seconds
+            return lambda arch: nb201.shared_learner(arch, c, n, self.classes, shape)
+        learner = self.space.learner(genotype, c, n, self.classes, shape)
+        return lambda arch: learner
+
+    def _compiled_shared(self, proxy: str, arch, key) -> tuple[Any, float]:
+        """The whole of ``proxy`` for the shared supernet as one compiled program (accelerators:
+        the inner loop is a scan), and the seconds spent compiling it now (0 when cached)."""
+        c, n, shape = self.sizes["channels"], self.sizes["cells"], tuple(self.sizes["input_shape"])
+        cache_key = (proxy, "shared", self.space.name, c, n, shape, self.classes, self.teacher,
+                     self.steps, self.real_steps, self.real_batch, self.mean, self.std,
+                     self.chunk, self._args_sig)
+
+        def build():
+            fn = self._proxy_fn(proxy, self._learner_of(None, shared=True))
+            t0 = time.perf_counter()
+            compiled = jax.jit(fn).lower(self.args, arch, key).compile()
+            return compiled, time.perf_counter() - t0
+
+        return _cached_program(cache_key, build)
 
     def _batches(self, proxy: str, key) -> tuple[Any, float]:
         """(k_init, xs, ys, lrs, moms) of ``proxy`` for a learner keyed ``key``, from a program
@@ -229,22 +242,14 @@ class Scorer:
         which = "shared" if arch is not None else genotype.to_str()
         cache_key = ("stepped", self.space.name, which, c, n, shape, self.classes,
                      batches, self.mean, self.std, self.chunk)
-        if cache_key in _PROGRAMS:
-            _PROGRAMS.move_to_end(cache_key)
-            return _PROGRAMS[cache_key], 0.0
-        if arch is None:
-            learner = self.space.learner(genotype, c, n, self.classes, shape)
-        else:
-            from search_spaces import nb201
 
-            learner = lambda a: nb201.shared_learner(a, c, n, self.classes, shape)  # noqa: E731
-        stepped = SteppedLearner(learner, self.mean, self.std, self.chunk)
-        seconds = stepped.compile(key, batches, shape, self.classes, self.args["val"][0].dtype,
-                                  arch)
-        _PROGRAMS[cache_key] = stepped
-        while len(_PROGRAMS) > MAX_PROGRAMS:
-            _PROGRAMS.popitem(last=False)
-        return stepped, seconds
+        def build():
+            stepped = SteppedLearner(self._learner_of(genotype, shared=arch is not None),
+                                     self.mean, self.std, self.chunk)
+            return stepped, stepped.compile(key, batches, shape, self.classes,
+                                            self.args["val"][0].dtype, arch)
+
+        return _cached_program(cache_key, build)
 
     def _run(self, proxy: str, genotype, key) -> tuple[float, float, float]:
         """(score, train seconds, compile seconds) of one trainable proxy."""
@@ -260,7 +265,7 @@ class Scorer:
             st = stepped.train(k_init, xs, ys, lrs, moms, arch)
             value = stepped.accuracy(st, *self.args["val"], arch)
             return value, time.perf_counter() - t0, compile_s + batch_compile_s
-        compiled, compile_s = self._compiled(proxy, genotype, arch, key)
+        compiled, compile_s = self._compiled_shared(proxy, arch, key)
         t0 = time.perf_counter()
         value = float(compiled(self.args, arch, key))
         return value, time.perf_counter() - t0, compile_s

@@ -275,3 +275,19 @@ def test_shared_program_scores_like_exact_and_compiles_once(uninterrupted, gtn_r
         np.testing.assert_allclose([r[col] for r in shared], [r[col] for r in exact], atol=1 / 16)
     assert [r["gtn_compile_s"] > 0 for r in shared] == [True, False, False]
     assert all(r["real_compile_s"] == 0 for r in shared[1:])
+
+
+def test_shared_scan_program_scores_like_exact(uninterrupted, gtn_run, fake_mnist, tmp_path,
+                                               monkeypatch):
+    """Where an accelerator runs the supernet (the whole proxy one compiled scan program, not
+    stepped from the host), the scores still match each genotype's own network, and the program
+    is compiled once. The program is backend-independent, so the CPU can check it."""
+    from gtn_nas import search as search_mod
+
+    exact_dir, _ = uninterrupted
+    monkeypatch.setattr(search_mod.jax, "default_backend", lambda: "gpu")
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "scan", budget=3, program="shared"))
+    exact, scan = _rows(exact_dir), _rows(tmp_path / "scan")
+    for col in ("gtn_score", "real_score"):
+        np.testing.assert_allclose([r[col] for r in scan], [r[col] for r in exact], atol=1 / 16)
+    assert [r["gtn_compile_s"] > 0 for r in scan] == [True, False, False]
