@@ -119,6 +119,7 @@ def evaluate_cmd(
     steps: Annotated[Optional[int], typer.Option(help="Inner steps (default: the GTN's T).")] = None,
     learner: Annotated[Optional[str], typer.Option(help="Evaluate another fixed learner than the meta-training one.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Result JSON (default RUN/evaluate.json).")] = None,
+    curve: Annotated[bool, typer.Option("--curve/--no-curve", help="Also test accuracy after 1, 2, 4, ... steps (compiles each length).")] = True,
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
@@ -127,7 +128,7 @@ def evaluate_cmd(
         from gtn_nas import evaluate as lib
 
         cfg = EvaluateConfig(gtn=gtn, data_dir=data_dir, num_seeds=num_seeds, seed=seed,
-                             steps=steps, learner=learner, out=out)
+                             steps=steps, learner=learner, out=out, curve=curve)
         return lib.evaluate(cfg, _reporter(quiet, json_))
 
     _run(go, json_)

@@ -27,19 +27,21 @@ from gtn_nas.ui import Reporter  # noqa: E402
 CURRICULA = ("none", "all_shuffled", "batch_shuffled", "full")
 
 
-def train_and_eval(preset: str, out: Path, seeds: int, data_dir, rep: Reporter, **over) -> dict:
+def train_and_eval(preset: str, out: Path, seeds: int, data_dir, rep: Reporter, curve: bool = True,
+                   **over) -> dict:
     cfg = build_config(MetaTrainConfig, "meta-train", preset, dict(out=str(out), data_dir=data_dir, **over))
     summary_path = out / "summary.json"
     done = summary_path.exists() and read_json(summary_path).get("outer_steps") == cfg.iterations
     t0 = time.time()
     summary = read_json(summary_path) if done else meta_train(cfg, rep)
-    ev = evaluate(EvaluateConfig(gtn=str(out), data_dir=data_dir, num_seeds=seeds), rep)
+    ev = evaluate(EvaluateConfig(gtn=str(out), data_dir=data_dir, num_seeds=seeds, curve=curve), rep)
     return {"config": {k: getattr(cfg, k) for k in ("preset", "learner", "generator", "inner_steps",
                                                     "batch_size", "iterations", "curriculum", "meta_lr")},
             "meta_train_wall_s": summary["wall_seconds"] if done else round(time.time() - t0, 1),
             "gtn_test": ev["gtn"]["test"], "real_test": ev["real"]["test"],
             "real_lr": ev["real"]["lr"], "real_momentum": ev["real"]["momentum"],
-            "gtn_val": ev["gtn"]["validation"], "real_val": ev["real"]["validation"]}
+            "gtn_val": ev["gtn"]["validation"], "real_val": ev["real"]["validation"],
+            "curve": ev["curve"]}
 
 
 def pct(s: dict) -> str:
@@ -72,12 +74,18 @@ def main() -> None:
              f"| {args.preset} | {main_res['config']['iterations']} | {main_res['meta_train_wall_s'] / 60:.1f} min "
              f"| {pct(main_res['gtn_test'])} | {pct(main_res['real_test'])} (lr {main_res['real_lr']}, "
              f"mom {main_res['real_momentum']}) | {gap:+.2f} |"]
+    c = main_res["curve"]
+    lines += ["", "Test accuracy % after n inner steps (GTN: its first n batches; real: n steps at the "
+              "lr/momentum tuned for the full length):", "",
+              "| n | " + " | ".join(map(str, c["steps"])) + " |", "|---" * (len(c["steps"]) + 1) + "|",
+              "| GTN | " + " | ".join(pct(r) for r in c["gtn_test"]) + " |",
+              "| real | " + " | ".join(pct(r) for r in c["real_test"]) + " |"]
     if args.ablation_iterations:
         lines += ["", f"Curriculum ablation, {args.ablation_iterations} meta-steps each:", "",
                   "| curriculum | GTN test % | meta-train wall |", "|---|---|---|"]
         for cur in CURRICULA:
             r = train_and_eval(args.preset, out / f"ablation-{cur}", args.seeds, args.data_dir, rep,
-                               curriculum=cur, iterations=args.ablation_iterations)
+                               curve=False, curriculum=cur, iterations=args.ablation_iterations)
             result["ablation"][cur] = r
             lines.append(f"| {cur} | {pct(r['gtn_test'])} | {r['meta_train_wall_s'] / 60:.1f} min |")
     finish(result, lines, out / "teach.json", "Teaching (benchmarks/teach.py)", not args.no_record)

@@ -8,6 +8,7 @@ real data with tuned hyper-parameters. Test accuracy is reported for both at the
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ from gtn_nas.ui import Reporter
 def _stats(a) -> dict[str, float]:
     a = np.asarray(a, np.float64)
     return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
+
+
+def curve_steps(steps: int) -> list[int]:
+    """Powers of two below ``steps``, then ``steps``: where the accuracy-vs-steps curve is read."""
+    return [2 ** i for i in range(steps.bit_length()) if 2 ** i < steps] + [steps]
 
 
 def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -55,18 +61,18 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
     def both_scores(learner, st):
         return score(learner, st, *val, mean, std), score(learner, st, *test, mean, std)
 
-    @jax.jit
-    def gtn_scores(keys, archs):
+    @functools.partial(jax.jit, static_argnames="n")
+    def gtn_scores(keys, archs, n=steps):
         def one(k, arch):
             learner = source.build(arch)
-            return both_scores(learner, train_on_teacher(teacher, learner, meta, k, steps))
+            return both_scores(learner, train_on_teacher(teacher, learner, meta, k, n))
         return jax.vmap(one, in_axes=(0, arch_axis))(keys, archs)
 
-    @jax.jit
-    def real_scores(keys, archs, lr, mom):
+    @functools.partial(jax.jit, static_argnames="n")
+    def real_scores(keys, archs, lr, mom, n=steps):
         def one(k, arch):
             learner = source.build(arch)
-            st = train_on_real(learner, *train, k, steps=steps, batch=mcfg.batch_size, lr=lr,
+            st = train_on_real(learner, *train, k, steps=n, batch=mcfg.batch_size, lr=lr,
                                momentum=mom, mean=mean, std=std, num_classes=classes)
             return both_scores(learner, st)
         return jax.vmap(one, in_axes=(0, arch_axis))(keys, archs)
@@ -74,7 +80,8 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
     t0 = time.time()
     grid = [(lr, m) for lr in cfg.real_lrs for m in cfg.real_momentums]
     results: list[dict[str, Any]] = []
-    with rep.progress("evaluate", total=1 + len(grid)) as bar:
+    shorter = curve_steps(steps)[:-1] if cfg.curve else []
+    with rep.progress("evaluate", total=1 + len(grid) + len(shorter)) as bar:
         g_val, g_test = jax.device_get(gtn_scores(keys, archs))
         bar.update(1, gtn_val=float(np.mean(g_val)))
         best = None
@@ -86,7 +93,16 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
             if best is None or row["val_mean"] > best["val_mean"]:
                 best = row
             bar.update(1, best_real_val=best["val_mean"])
-    assert best is not None
+        assert best is not None
+        # Accuracy after fewer steps (the paper's Fig. 2 curve): the GTN's first n batches with
+        # their learned lr/momentum vs n real steps at the lr/momentum tuned for the full length.
+        curve = {"steps": [], "gtn_test": [], "real_test": []}
+        for n in shorter:
+            curve["steps"].append(n)
+            curve["gtn_test"].append(_stats(jax.device_get(gtn_scores(keys, archs, n=n))[1]))
+            curve["real_test"].append(_stats(jax.device_get(
+                real_scores(keys, archs, best["lr"], best["momentum"], n=n))[1]))
+            bar.update(1, curve_steps=n)
     summary = {
         "gtn_run": str(cfg.gtn), "gtn_outer_steps": gtn_step, "dataset": mcfg.dataset,
         "learner": source.name, "inner_steps": steps, "batch_size": mcfg.batch_size,
@@ -95,6 +111,9 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         "real": {"lr": best["lr"], "momentum": best["momentum"],
                  "validation": _stats(best["val"]), "test": _stats(best["test"])},
         "real_grid": [{k: r[k] for k in ("lr", "momentum", "val_mean")} for r in results],
+        "curve": {"steps": curve["steps"] + [steps],
+                  "gtn_test": curve["gtn_test"] + [_stats(g_test)],
+                  "real_test": curve["real_test"] + [_stats(best["test"])]},
         "wall_seconds": round(time.time() - t0, 1),
     }
     summary["gtn_minus_real_test"] = summary["gtn"]["test"]["mean"] - summary["real"]["test"]["mean"]

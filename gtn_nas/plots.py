@@ -60,7 +60,7 @@ def curriculum_grid(images: np.ndarray, labels: np.ndarray, path: Path, mean, st
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, xlabel: str,
-           ylabel: str, title: str = "", logy: bool = False) -> None:
+           ylabel: str, title: str = "", logy: bool = False, logx: bool = False) -> None:
     """Line plot of named (x, y) series."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -70,6 +70,8 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: 
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log", base=2)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)

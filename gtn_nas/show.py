@@ -58,6 +58,14 @@ def _meta_train(run_dir: Path, out: Path) -> list[Path]:
                     f"{e['real']['momentum']})": e["real"]["test"]}, path,
                    f"test accuracy after {e['inner_steps']} inner steps ({e['num_seeds']} seeds)")
         written.append(path)
+        if len(e.get("curve", {}).get("steps", ())) > 1:  # `evaluate --no-curve`: the last point only
+            c, path = e["curve"], out / "accuracy_vs_steps.png"
+            plots.curves({"GTN": (c["steps"], [100 * r["mean"] for r in c["gtn_test"]]),
+                          f"real (lr {e['real']['lr']}, mom {e['real']['momentum']})":
+                          (c["steps"], [100 * r["mean"] for r in c["real_test"]])},
+                         path, "inner steps", "test accuracy %",
+                         f"fresh learners, mean of {e['num_seeds']} seeds", logx=True)
+            written.append(path)
     return written
 
 

@@ -85,6 +85,12 @@ def score(learner: Learner, state: InnerState, images: jax.Array, labels: jax.Ar
     return jnp.sum(jax.lax.map(one, (x, y, valid))) / n
 
 
+# Each searched genotype compiles its own step and eval programs once, for a few dozen steps of
+# use: on CPU, LLVM's expensive passes cost more compile time than they save (NB201, C=4, 32
+# steps, 2 cores: compile 9.1 -> 7.2 s, train 7.6 -> 7.0 s per architecture; benchmarks/RESULTS.md).
+CPU_COMPILE_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
+
+
 class SteppedLearner:
     """One learner's init, inner step and eval chunk as separately compiled programs, driven by
     a Python loop over the steps.
@@ -125,6 +131,7 @@ class SteppedLearner:
         import time
 
         t0 = time.perf_counter()
+        opts = CPU_COMPILE_OPTIONS if jax.default_backend() == "cpu" else None
         st = jax.eval_shape(self._init, key)
         f32 = jax.ShapeDtypeStruct((), jnp.float32)
         a = None if arch is None else jax.ShapeDtypeStruct(np.shape(arch), jnp.asarray(arch).dtype)
@@ -132,12 +139,12 @@ class SteppedLearner:
         for b in sorted(set(int(b) for b in batch_sizes)):
             self._steps[b] = step.lower(
                 st, jax.ShapeDtypeStruct((b, *image_shape), jnp.float32),
-                jax.ShapeDtypeStruct((b, num_classes), jnp.float32), f32, f32, a).compile()
+                jax.ShapeDtypeStruct((b, num_classes), jnp.float32), f32, f32, a).compile(opts)
         c = self.chunk
         self._correct = self._correct.lower(
             st, jax.ShapeDtypeStruct((c, *image_shape), val_dtype),
             jax.ShapeDtypeStruct((c,), jnp.int32), jax.ShapeDtypeStruct((c,), jnp.bool_),
-            a).compile()
+            a).compile(opts)
         self.compiled = True
         return time.perf_counter() - t0
 

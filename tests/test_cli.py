@@ -118,12 +118,13 @@ def test_evaluate_forwards_options(tmp_path, monkeypatch):
     seen = _capture(monkeypatch, gtn_nas.evaluate, "evaluate", {"gtn": {"test": {"mean": 0.5}}})
     result = runner.invoke(cli.app, [
         "evaluate", "--gtn", str(tmp_path / "g"), "--num-seeds", "2", "--seed", "7", "--steps", "3",
-        "--learner", "linear", "--data-dir", "D", "--out", str(tmp_path / "e.json"), "--json"])
+        "--learner", "linear", "--data-dir", "D", "--out", str(tmp_path / "e.json"), "--no-curve",
+        "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"gtn": {"test": {"mean": 0.5}}}
     (cfg,) = seen
     assert cfg == EvaluateConfig(gtn=str(tmp_path / "g"), data_dir="D", num_seeds=2, seed=7,
-                                 steps=3, learner="linear", out=str(tmp_path / "e.json"))
+                                 steps=3, learner="linear", out=str(tmp_path / "e.json"), curve=False)
     result = runner.invoke(cli.app, ["evaluate", "--gtn", "G", "--quiet"])
     assert result.exit_code == 0, result.output
     assert seen[-1] == EvaluateConfig(gtn="G")  # defaults: 5 seeds, seed 1000, the GTN's T
@@ -188,3 +189,24 @@ def test_meta_train_then_evaluate(tmp_path, fake_mnist):
     assert len(summary["real_grid"]) == 15
     assert summary["gtn_minus_real_test"] == pytest.approx(
         summary["gtn"]["test"]["mean"] - summary["real"]["test"]["mean"])
+    # the accuracy-vs-steps curve ends at the summary's figures, and its GTN point at n steps is
+    # what `evaluate --steps n` reports with the same seeds
+    curve = summary["curve"]
+    assert curve["steps"] == [1, 2, 4]
+    assert curve["gtn_test"][-1] == summary["gtn"]["test"]
+    assert curve["real_test"][-1] == summary["real"]["test"]
+    result = runner.invoke(cli.app, ["evaluate", "--gtn", str(run), "--num-seeds", "2", "--steps", "2",
+                                     "--data-dir", str(fake_mnist), "--json",
+                                     "--out", str(tmp_path / "ev2.json")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    two = json.loads(result.stdout)
+    assert two["curve"]["steps"] == [1, 2]
+    assert two["gtn"]["test"]["mean"] == pytest.approx(curve["gtn_test"][1]["mean"], abs=1e-6)
+
+
+def test_curve_steps_are_powers_of_two_then_the_length():
+    from gtn_nas.evaluate import curve_steps
+
+    assert curve_steps(32) == [1, 2, 4, 8, 16, 32]
+    assert curve_steps(5) == [1, 2, 4, 5]
+    assert curve_steps(1) == [1]

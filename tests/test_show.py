@@ -23,7 +23,9 @@ def test_show_draws_each_kind_of_run(tmp_path):
     (meta / "metrics.jsonl").write_text((meta / "metrics.jsonl").read_text() + '{"step": 4, "me')
     (meta / "evaluate.json").write_text(json.dumps({
         "gtn": {"test": {"mean": 0.9, "std": 0.01}}, "inner_steps": 32, "num_seeds": 5,
-        "real": {"lr": 0.3, "momentum": 0.5, "test": {"mean": 0.88, "std": 0.02}}}))
+        "real": {"lr": 0.3, "momentum": 0.5, "test": {"mean": 0.88, "std": 0.02}},
+        "curve": {"steps": [1, 2], "gtn_test": [{"mean": 0.5}, {"mean": 0.9}],
+                  "real_test": [{"mean": 0.4}, {"mean": 0.88}]}}))
     search = tmp_path / "search"
     search.mkdir()
     with Store(search / "results.sqlite") as store:
@@ -34,7 +36,7 @@ def test_show_draws_each_kind_of_run(tmp_path):
     retrain.mkdir()
     _lines(retrain / "metrics.jsonl", [{"kind": "epoch", "epoch": e, "val_acc": 0.9 + e / 100}
                                        for e in (1, 2)])
-    expected = {meta: ["meta_training.png", "validation.png", "evaluate.png"],
+    expected = {meta: ["meta_training.png", "validation.png", "evaluate.png", "accuracy_vs_steps.png"],
                 search: ["gtn_score_vs_real_score.png", "gtn_score_vs_params.png",
                          "real_score_vs_params.png"],
                 retrain: ["learning_curve.png"]}
