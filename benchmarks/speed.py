@@ -56,7 +56,8 @@ def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None) -
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     compile_total = s["gtn_compile_s_mean"] * budget
-    return {"budget": budget, "channels": s.get("channels", channels), "wall_s": s["wall_seconds"], "archs_per_min": s["archs_per_minute"],
+    return {"budget": budget, "channels": s.get("channels", channels), "wall_s": s["wall_seconds"],
+            "archs_per_min": s["archs_per_minute"],
             "compile_s_total": round(compile_total, 1),
             "compile_share": round(compile_total / s["wall_seconds"], 3),
             "train_s_mean": s["gtn_train_s_mean"], "program": s["program"]}

@@ -96,11 +96,10 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         assert best is not None
         # Accuracy after fewer steps (the paper's Fig. 2 curve): the GTN's first n batches with
         # their learned lr/momentum vs n real steps at the lr/momentum tuned for the full length.
-        curve = {"steps": [], "gtn_test": [], "real_test": []}
+        gtn_curve, real_curve = [], []
         for n in shorter:
-            curve["steps"].append(n)
-            curve["gtn_test"].append(_stats(jax.device_get(gtn_scores(keys, archs, n=n))[1]))
-            curve["real_test"].append(_stats(jax.device_get(
+            gtn_curve.append(_stats(jax.device_get(gtn_scores(keys, archs, n=n))[1]))
+            real_curve.append(_stats(jax.device_get(
                 real_scores(keys, archs, best["lr"], best["momentum"], n=n))[1]))
             bar.update(1, curve_steps=n)
     summary = {
@@ -111,9 +110,8 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         "real": {"lr": best["lr"], "momentum": best["momentum"],
                  "validation": _stats(best["val"]), "test": _stats(best["test"])},
         "real_grid": [{k: r[k] for k in ("lr", "momentum", "val_mean")} for r in results],
-        "curve": {"steps": curve["steps"] + [steps],
-                  "gtn_test": curve["gtn_test"] + [_stats(g_test)],
-                  "real_test": curve["real_test"] + [_stats(best["test"])]},
+        "curve": {"steps": shorter + [steps], "gtn_test": gtn_curve + [_stats(g_test)],
+                  "real_test": real_curve + [_stats(best["test"])]},
         "wall_seconds": round(time.time() - t0, 1),
     }
     summary["gtn_minus_real_test"] = summary["gtn"]["test"]["mean"] - summary["real"]["test"]["mean"]
