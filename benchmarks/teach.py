@@ -34,10 +34,11 @@ def train_and_eval(preset: str, out: Path, seeds: int, data_dir, rep: Reporter, 
     done = summary_path.exists() and read_json(summary_path).get("outer_steps") == cfg.iterations
     t0 = time.time()
     summary = read_json(summary_path) if done else meta_train(cfg, rep)
+    wall = summary["wall_seconds"] if done else round(time.time() - t0, 1)  # before the evaluation
     ev = evaluate(EvaluateConfig(gtn=str(out), data_dir=data_dir, num_seeds=seeds, curve=curve), rep)
     return {"config": {k: getattr(cfg, k) for k in ("preset", "learner", "generator", "inner_steps",
                                                     "batch_size", "iterations", "curriculum", "meta_lr")},
-            "meta_train_wall_s": summary["wall_seconds"] if done else round(time.time() - t0, 1),
+            "meta_train_wall_s": wall,
             "gtn_test": ev["gtn"]["test"], "real_test": ev["real"]["test"],
             "real_lr": ev["real"]["lr"], "real_momentum": ev["real"]["momentum"],
             "gtn_val": ev["gtn"]["validation"], "real_val": ev["real"]["validation"],

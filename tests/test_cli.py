@@ -67,7 +67,8 @@ def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
     result = runner.invoke(cli.app, [
         "meta-train", "--inner-steps", "7", "--meta-lr", "0.5", "--curriculum", "none",
         "--seed", "3", "--preset", "tiny", "--out", str(out), "--data-dir", "DATA",
-        "--learn-labels", "--remat", "none", "--learner", "linear", "--json"])
+        "--learn-labels", "--remat", "none", "--learner", "linear", "--generator-hidden", "24",
+        "--init-lr", "0.3", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"outer_steps": 1, "inner_lr": [0.1]}
     (cfg,) = seen
@@ -75,6 +76,7 @@ def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
     assert (cfg.inner_steps, cfg.meta_lr, cfg.curriculum, cfg.seed, cfg.preset) == (7, 0.5, "none", 3, "tiny")
     assert (cfg.out, cfg.data_dir, cfg.learn_labels, cfg.remat, cfg.learner) == (
         str(out), "DATA", True, "none", "linear")
+    assert (cfg.generator_hidden, cfg.init_lr) == (24, 0.3)
     tiny = PRESET_VALUES["meta-train"]["tiny"]
     for k in ("batch_size", "noise_dim", "iterations", "meta_batch_size", "learner_width",
               "generator", "log_every", "eval_every", "checkpoint_every"):
@@ -146,6 +148,7 @@ def test_datasets_lists_what_is_there(fake_mnist):
     (["--iterations", "-1"], "iterations must be > 0"),
     (["--curriculum", "sorted"], "curriculum must be one of"),
     (["--learner", "resnet"], "learner must be one of"),
+    (["--generator-hidden", "0"], "generator_hidden must be > 0"),
 ])
 def test_meta_train_bad_input(tmp_path, fake_mnist, args, message):
     out = tmp_path / "run"
