@@ -24,9 +24,12 @@ def _check_choice(name: str, value: Any, choices) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
-def _check_positive(cfg, *names: str, allow_zero: bool = False) -> None:
+def _check_positive(cfg, *names: str, allow_zero: bool = False, optional: bool = False) -> None:
+    """``optional``: None (the default that the code fills in) passes."""
     for n in names:
         v = getattr(cfg, n)
+        if v is None and optional:
+            continue
         if v is None or v < 0 or (v == 0 and not allow_zero):
             raise ConfigError(f"{n} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
 
@@ -104,8 +107,7 @@ class MetaTrainConfig:
                         "max_nonfinite", "eval_subset", "learner_cells")
         _check_positive(self, "intermediate_every", "grad_clip", "eval_every", "samples_every",
                         "init_momentum", "arch_pool", "devices", allow_zero=True)
-        if self.generator_hidden is not None and self.generator_hidden <= 0:
-            raise ConfigError(f"generator_hidden must be > 0, got {self.generator_hidden}")
+        _check_positive(self, "learner_width", "generator_hidden", optional=True)
         if not 0 < self.final_relative_lr <= 1:
             raise ConfigError(f"final_relative_lr must be in (0, 1], got {self.final_relative_lr}")
         if self.remat == "nested" and self.inner_steps < 4:
@@ -129,8 +131,7 @@ class EvaluateConfig:
 
     def __post_init__(self):
         _check_positive(self, "num_seeds")
-        if self.steps is not None:
-            _check_positive(self, "steps")
+        _check_positive(self, "steps", optional=True)
         if not self.real_lrs or not self.real_momentums:
             raise ConfigError("the real-data grid needs at least one learning rate and momentum")
 
@@ -280,9 +281,8 @@ class SearchConfig:
         if self.shard is not None and not 0 <= self.shard < self.num_shards:
             raise ConfigError(f"--shard must be in [0, {self.num_shards}) for --num-shards "
                               f"{self.num_shards}, got {self.shard}")
-        for n in ("time_budget", "channels", "cells", "steps", "real_steps", "real_batch_size"):
-            if getattr(self, n) is not None:
-                _check_positive(self, n)
+        _check_positive(self, "time_budget", "channels", "cells", "steps", "real_steps",
+                        "real_batch_size", optional=True)
         if not self.budget and self.time_budget is None and not self.archs:
             raise ConfigError("give --budget N (architectures) or --time-budget SECONDS")
         if self.dataset is not None:

@@ -149,6 +149,7 @@ def test_datasets_lists_what_is_there(fake_mnist):
     (["--curriculum", "sorted"], "curriculum must be one of"),
     (["--learner", "resnet"], "learner must be one of"),
     (["--generator-hidden", "0"], "generator_hidden must be > 0"),
+    (["--learner-width", "-8"], "learner_width must be > 0"),
 ])
 def test_meta_train_bad_input(tmp_path, fake_mnist, args, message):
     out = tmp_path / "run"
