@@ -311,7 +311,9 @@ def show_cmd(
 
 def main() -> None:
     from gtn_nas import enable_compilation_cache
+    from gtn_nas.hostmem import reuse_freed_memory
 
+    reuse_freed_memory()  # before JAX starts its threads
     enable_compilation_cache()
     app()
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+
 from benchmarks.common import describe, finish, machine  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
 from gtn_nas.runs import read_json  # noqa: E402
@@ -134,6 +136,7 @@ def _f(v) -> str:
 
 
 def main() -> None:
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gtn", required=True, help="`gtn-nas meta-train` run directory")
     ap.add_argument("--space", default="nb201")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
@@ -28,6 +30,7 @@ ARCH = "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_poo
 
 
 def main() -> None:
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)

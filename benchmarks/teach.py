@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+
 from benchmarks.common import describe, finish, machine  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
 from gtn_nas.config import EvaluateConfig, MetaTrainConfig, build_config  # noqa: E402
@@ -50,6 +52,7 @@ def pct(s: dict) -> str:
 
 
 def main() -> None:
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--iterations", type=int, default=None, help="meta-steps (default: the preset's)")

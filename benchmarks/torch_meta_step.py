@@ -101,6 +101,7 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> di
     import numpy as np
     import torch
 
+    from benchmarks.scaling import WARMUP_STEPS
     from gtn_nas.config import MetaTrainConfig, build_config
     from gtn_nas.data import load_dataset
 
@@ -113,6 +114,8 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> di
     t0 = time.perf_counter()
     first_loss = step(images, labels)
     first = time.perf_counter() - t0
+    for _ in range(WARMUP_STEPS):  # untimed, as the JAX side (scaling.time_meta_steps)
+        step(images, labels)
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step(images, labels)

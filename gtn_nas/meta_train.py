@@ -94,7 +94,13 @@ def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
             return total, (final_loss, accuracy(logits, real_y[-1]), inner_losses[-1])
 
         keys = shard_learners(jax.random.split(k_learners, cfg.num_learners), mesh)
-        totals, (finals, accs, inner_last) = jax.vmap(one_learner)(keys)
+        if cfg.num_learners == 1 and mesh is None:
+            # Called directly: a vmap of one turns every matmul into a batched dot, which XLA's
+            # CPU backend runs ~15% slower over the whole meta-step (benchmarks/RESULTS.md, Speed).
+            totals, (finals, accs, inner_last) = jax.tree_util.tree_map(
+                lambda a: a[None], one_learner(keys[0]))
+        else:
+            totals, (finals, accs, inner_last) = jax.vmap(one_learner)(keys)
         metrics = {"meta_loss": jnp.mean(totals), "final_loss": jnp.mean(finals),
                    "train_acc": jnp.mean(accs), "inner_loss": jnp.mean(inner_last)}
         return jnp.mean(totals), metrics
