@@ -44,9 +44,10 @@ def peak_memory_mb() -> float:
 WARMUP_STEPS = 5
 
 
-def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_dir) -> dict:
+def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_dir,
+                    overrides: dict | None = None) -> dict:
     """In this process: compile the sharded outer step, run it ``WARMUP_STEPS`` times, then time
-    ``steps`` more."""
+    ``steps`` more. ``overrides``: config values on top of the preset's."""
     import jax
     import jax.numpy as jnp
 
@@ -57,7 +58,8 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
                                     make_meta_step)
 
     cfg = build_config(MetaTrainConfig, "meta-train", preset,
-                       dict(num_learners=learners, devices=devices, data_dir=data_dir))
+                       dict(overrides or {}, num_learners=learners, devices=devices,
+                            data_dir=data_dir))
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
     teacher = build_teacher(cfg, data.image_shape, data.num_classes)
     source = build_learner_source(cfg, data.image_shape, data.num_classes)

@@ -6,6 +6,8 @@ architectures per minute (compile time apart), retrain images per second.
         --search-gtn runs/bench-teach/cpu-full --search-budgets 20,100
     python benchmarks/speed.py --presets cpu --torch       # + the same meta-step in eager PyTorch
     python benchmarks/speed.py --presets cpu,paper                             # on a GPU
+    python benchmarks/speed.py --presets cpu --learner base_fc --learner-width 8 --conv xla,auto
+                                   # a conv learner's meta-step, XLA's convolutions vs slices
 
 FLOPs come from XLA's cost analysis of the compiled meta-step; the peak is a float32 matmul
 timed in the same process, and counted on a lowering with the inner loop unrolled (XLA's cost
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -84,6 +87,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="cpu")
     ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")
+    ap.add_argument("--learner", default=None, help="meta-step learner instead of the preset's")
+    ap.add_argument("--learner-width", type=int, default=None)
+    ap.add_argument("--conv", default="auto",
+                    help="comma list of GTN_NAS_CONV forms to time each meta-step with "
+                         "(auto | xla | slices; gtn_nas/nn/spatial.py)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--search-gtn", default=None, help="GTN run to time searches with")
     ap.add_argument("--search-budgets", default="20,100")
@@ -96,6 +104,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-speed/speed.json")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
+    if args.torch and (args.learner or args.learner_width):
+        ap.error("--torch times the presets' own MLP learner only: drop --learner/--learner-width")
     m = machine()
     print("machine:", describe(m))
     peak = matmul_peak_gflops()
@@ -104,21 +114,30 @@ def main() -> None:
                     "search": [], "retrain": None}
     lines = [f"Machine: {describe(m)}. Measured float32 matmul peak (2048^3, best of 10): "
              f"{peak:.1f} GFLOP/s.", "",
-             "| preset | learners | s / meta-step | compile | GFLOP / step | GFLOP/s | % of peak | peak memory "
-             "| page faults / step |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| preset | learner | conv | learners | s / meta-step | compile | GFLOP / step | GFLOP/s "
+             "| % of peak | peak memory | page faults / step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    overrides = {k: v for k, v in (("learner", args.learner), ("learner_width", args.learner_width))
+                 if v is not None}
     torch_rows: list[str] = []
     for preset in args.presets.split(","):
         from gtn_nas.config import MetaTrainConfig, build_config
 
-        learners = build_config(MetaTrainConfig, "meta-train", preset, {}).num_learners
-        r = time_meta_steps(preset, 1, learners, args.steps, args.data_dir)
-        print(json.dumps(r))
-        result["meta_step"][preset] = r
-        lines.append(f"| {preset} | {learners} | {1 / r['steps_per_s']:.3f} | {r['compile_s']:.1f} s "
-                     f"| {r['flops_per_step'] / 1e9:.2f} | {r['gflops_per_s']:.1f} | "
-                     f"{100 * r['gflops_per_s'] / peak:.1f}% | {r['peak_memory_mb']:.0f} MB "
-                     f"| {r['page_faults_per_step']:,} |")
+        cfg = build_config(MetaTrainConfig, "meta-train", preset, overrides)
+        learners, learner = cfg.num_learners, cfg.learner
+        if cfg.learner_width:
+            learner += f" (width {cfg.learner_width})"
+        for conv in args.conv.split(","):
+            os.environ["GTN_NAS_CONV"] = conv  # read when the meta-step is traced
+            r = time_meta_steps(preset, 1, learners, args.steps, args.data_dir, overrides)
+            r.update(learner=learner, conv=conv)
+            print(json.dumps(r))
+            result["meta_step"][f"{preset}/{conv}"] = r
+            lines.append(f"| {preset} | {learner} | {conv} | {learners} | {1 / r['steps_per_s']:.3f} "
+                         f"| {r['compile_s']:.1f} s | {r['flops_per_step'] / 1e9:.2f} "
+                         f"| {r['gflops_per_s']:.1f} | {100 * r['gflops_per_s'] / peak:.1f}% "
+                         f"| {r['peak_memory_mb']:.0f} MB | {r['page_faults_per_step']:,} |")
+        os.environ["GTN_NAS_CONV"] = "auto"
         if args.torch:
             from benchmarks.torch_meta_step import time_torch_meta_steps
 

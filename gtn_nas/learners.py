@@ -65,7 +65,7 @@ class BaseFC(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         c1, c2, fc = self.widths
         for c in (c1, c2):
-            x = WNConv(c)(x)
+            x = WNConv(c, slices=True)(x)
             x = leaky_relu(MeanOnlyBN()(_max_pool(x), train))
         x = x.reshape(x.shape[0], -1)
         x = leaky_relu(MeanOnlyBN()(WNDense(fc)(x), train))
@@ -83,7 +83,7 @@ class BaseLarger2(nn.Module):
         c1, c2, c3 = self.widths
         plan = [(c1, 1), (c2, 2), (c2, 1), (c3, 2), (c3, 1)]
         for c, s in plan:
-            x = leaky_relu(MeanOnlyBN()(WNConv(c, strides=(s, s))(x), train))
+            x = leaky_relu(MeanOnlyBN()(WNConv(c, strides=(s, s), slices=True)(x), train))
         x = jnp.mean(x, axis=(1, 2))
         return WNDense(self.num_classes)(x)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gtn_nas.config import MetaTrainConfig, build_config
+from gtn_nas.errors import ConfigError
 from gtn_nas.generator import make_generator
 from gtn_nas.learners import MLP, learner_from_module, make_learner
 from gtn_nas.meta_train import fixed_source, init_meta_state, make_meta_loss, make_meta_step
@@ -182,3 +183,45 @@ def test_paper_generator_shapes(key):
         params = gen.init(key, z, y)
         x = gen.apply(params, z, y)
         assert x.shape == (2, 3, *shape)
+
+
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((3, 3, 1, 4), (1, 1), "SAME"), ((3, 3, 3, 5), (2, 2), "SAME"),
+    ((1, 1, 4, 3), (2, 2), "VALID"), ((1, 3, 2, 3), (1, 2), ((0, 0), (1, 1))),
+    ((3, 3, 2, 2), (2, 2), ((1, 1), (1, 1)))])
+def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding, key, monkeypatch):
+    """The im2col form (gtn_nas.nn.spatial) is the same function as XLA's convolution, and so are
+    the derivatives meta-training takes of it: the gradient of a weight gradient."""
+    from gtn_nas.nn.spatial import conv2d
+
+    kx, kw = jax.random.split(key)
+
+    def second_order(x, w):
+        inner = lambda w: jnp.sum(jnp.tanh(conv2d(x, w, strides, padding, slices=True)) ** 2)
+        g = jax.grad(inner)(w)
+        return jnp.sum(jnp.sin(g)), conv2d(x, w, strides, padding, slices=True)
+
+    results = {}
+    with jax.enable_x64(True):  # float64: the comparison is of the functions, not of float32 rounding
+        x = jax.random.normal(kx, (2, 7, 6, kernel[2]), jnp.float64)
+        w = jax.random.normal(kw, kernel, jnp.float64)
+        for impl in ("xla", "slices"):
+            monkeypatch.setenv("GTN_NAS_CONV", impl)
+            (val, y), grads = jax.value_and_grad(second_order, (0, 1), has_aux=True)(x, w)
+            results[impl] = (y, val, *grads)
+    for a, b in zip(results["xla"], results["slices"]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    monkeypatch.setenv("GTN_NAS_CONV", "fast")
+    with pytest.raises(ConfigError, match="GTN_NAS_CONV"):
+        conv2d(x, w, strides, padding)
+
+
+def test_conv_learners_prefer_slices_on_cpu_only(monkeypatch):
+    from gtn_nas.nn.spatial import use_slices
+
+    monkeypatch.setenv("GTN_NAS_CONV", "auto")
+    assert use_slices(True) == (jax.default_backend() == "cpu") and not use_slices(False)
+    monkeypatch.setenv("GTN_NAS_CONV", "slices")
+    assert use_slices(False)
+    monkeypatch.setenv("GTN_NAS_CONV", "xla")
+    assert not use_slices(True)

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gtn_nas.nn.spatial import conv2d
+
 _kaiming_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
@@ -69,16 +71,14 @@ class WNConv(nn.Module):
     strides: tuple[int, int] = (1, 1)
     padding: str | Sequence[tuple[int, int]] = "SAME"
     use_bias: bool = False
+    slices: bool = False  # prefer shifted slices + matmul on CPU (gtn_nas.nn.spatial)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kh, kw = self.kernel_size
         cin = x.shape[-1]
         v, scale = _wn_params(self, (kh, kw, cin, self.features))
-        y = jax.lax.conv_general_dilated(
-            x, v, window_strides=self.strides, padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        y = conv2d(x, v, self.strides, self.padding, self.slices)
         y = y * channel(scale, y.ndim)
         if self.use_bias:
             y = y + channel(self.param("bias", _torch_bias_init(kh * kw * cin), (self.features,)), y.ndim)
