@@ -89,9 +89,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")
     ap.add_argument("--learner", default=None, help="meta-step learner instead of the preset's")
     ap.add_argument("--learner-width", type=int, default=None)
-    ap.add_argument("--conv", default="auto",
+    ap.add_argument("--conv", default=None,
                     help="comma list of GTN_NAS_CONV forms to time each meta-step with "
-                         "(auto | xla | slices; gtn_nas/nn/spatial.py)")
+                         "(auto | xla | slices; gtn_nas/nn/spatial.py; default: $GTN_NAS_CONV, "
+                         "else auto)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--search-gtn", default=None, help="GTN run to time searches with")
     ap.add_argument("--search-budgets", default="20,100")
@@ -119,6 +120,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     overrides = {k: v for k, v in (("learner", args.learner), ("learner_width", args.learner_width))
                  if v is not None}
+    user_conv = os.environ.get("GTN_NAS_CONV")
+    convs = (args.conv or user_conv or "auto").split(",")
     torch_rows: list[str] = []
     for preset in args.presets.split(","):
         from gtn_nas.config import MetaTrainConfig, build_config
@@ -127,7 +130,7 @@ def main() -> None:
         learners, learner = cfg.num_learners, cfg.learner
         if cfg.learner_width:
             learner += f" (width {cfg.learner_width})"
-        for conv in args.conv.split(","):
+        for conv in convs:
             os.environ["GTN_NAS_CONV"] = conv  # read when the meta-step is traced
             r = time_meta_steps(preset, 1, learners, args.steps, args.data_dir, overrides)
             r.update(learner=learner, conv=conv)
@@ -137,7 +140,10 @@ def main() -> None:
                          f"| {r['compile_s']:.1f} s | {r['flops_per_step'] / 1e9:.2f} "
                          f"| {r['gflops_per_s']:.1f} | {100 * r['gflops_per_s'] / peak:.1f}% "
                          f"| {r['peak_memory_mb']:.0f} MB | {r['page_faults_per_step']:,} |")
-        os.environ["GTN_NAS_CONV"] = "auto"
+        if user_conv is None:
+            os.environ.pop("GTN_NAS_CONV")
+        else:
+            os.environ["GTN_NAS_CONV"] = user_conv
         if args.torch:
             from benchmarks.torch_meta_step import time_torch_meta_steps
 

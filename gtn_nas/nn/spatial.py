@@ -3,8 +3,8 @@
 Why: meta-training differentiates the learner's convolutions twice. On XLA's CPU backend the
 transposed convolutions that this produces are slow for the paper's small learners, while
 slices, pads, a concatenation and a matmul (all of whose derivatives are again slices, pads and
-matmuls) run well: the `base_fc` learner's meta-step at 8/16/32 channels took 3.0-3.5 s instead
-of 7.3-8.7 s on 2 cores (benchmarks/RESULTS.md, Speed). It is not a win everywhere: the
+matmuls) run well: the `base_fc` learner's meta-step at 8/16/32 channels ran 1.9-2.4x faster on
+2 cores, `base_larger2`'s 4.2x (benchmarks/RESULTS.md, Speed). It is not a win everywhere: the
 NAS-Bench-201 cells' 3x3 convolutions over 4 to 8 channels at 28x28 ran slower as slices, and
 max/average pooling written as slices ran slower than XLA's windowed reductions. So a module asks
 for slices (``WNConv(slices=True)``: the fixed conv learners) and gets them on CPU only.
