@@ -26,6 +26,8 @@ DataDir = Annotated[Optional[str], typer.Option(
     help="Folder with the raw dataset files (or a tfds data dir). Default: $GTN_NAS_DATA_DIR, "
          "else ../shared/data beside this repository.")]
 
+GtnCheckpoint = Annotated[str, typer.Option(
+    help="The GTN's meta-parameters to use: best (highest validation during meta-training) | last.")]
 Coordinator = Annotated[Optional[str], typer.Option(
     help="Multi-process: HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS).")]
 NumProcesses = Annotated[Optional[int], typer.Option(
@@ -75,6 +77,10 @@ def meta_train_cmd(
     num_learners: Annotated[Optional[int], typer.Option(help="Fresh learners per outer step.")] = None,
     intermediate_every: Annotated[Optional[int], typer.Option(help="Real-data loss every U inner steps (0: final only).")] = None,
     grad_clip: Annotated[Optional[float], typer.Option(help="Global-norm clip of the meta-gradient (0: off).")] = None,
+    lr_max: Annotated[Optional[float], typer.Option(help="Bound of the learned inner lr, lr_max*sigmoid (0: unbounded exp, the paper's).")] = None,
+    momentum_max: Annotated[Optional[float], typer.Option(help="Bound of the learned momentum, <= 1 (0: unbounded exp, the paper's).")] = None,
+    spike_factor: Annotated[Optional[float], typer.Option(help="Skip a meta-step whose gradient norm exceeds this x the running mean (0: off).")] = None,
+    rollback_drop: Annotated[Optional[float], typer.Option(help="Validation fall below the best (fraction, e.g. 0.03) that restores the best state with half the meta-lr (0: off).")] = None,
     remat: Annotated[Optional[str], typer.Option(help="none | step | nested.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Root PRNG seed.")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Outer steps between log rows.")] = None,
@@ -94,7 +100,8 @@ def meta_train_cmd(
                      batch_size=batch_size, noise_dim=noise_dim, curriculum=curriculum,
                      learn_labels=learn_labels, meta_lr=meta_lr, iterations=iterations,
                      num_learners=num_learners, intermediate_every=intermediate_every,
-                     grad_clip=grad_clip, remat=remat, seed=seed, log_every=log_every,
+                     grad_clip=grad_clip, lr_max=lr_max, momentum_max=momentum_max,
+                     spike_factor=spike_factor, rollback_drop=rollback_drop, remat=remat, seed=seed, log_every=log_every,
                      eval_every=eval_every, checkpoint_every=checkpoint_every, devices=devices,
                      coordinator=coordinator, num_processes=num_processes, process_id=process_id)
 
@@ -123,6 +130,7 @@ def evaluate_cmd(
     learner: Annotated[Optional[str], typer.Option(help="Evaluate another fixed learner than the meta-training one.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Result JSON (default RUN/evaluate.json).")] = None,
     curve: Annotated[bool, typer.Option("--curve/--no-curve", help="Also test accuracy after 1, 2, 4, ... steps (compiles each length).")] = True,
+    checkpoint: GtnCheckpoint = "best",
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
@@ -131,7 +139,8 @@ def evaluate_cmd(
         from gtn_nas import evaluate as lib
 
         cfg = EvaluateConfig(gtn=gtn, data_dir=data_dir, num_seeds=num_seeds, seed=seed,
-                             steps=steps, learner=learner, out=out, curve=curve)
+                             steps=steps, learner=learner, out=out, curve=curve,
+                             checkpoint=checkpoint)
         return lib.evaluate(cfg, _reporter(quiet, json_))
 
     _run(go, json_)
@@ -160,6 +169,8 @@ def _csv_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
 @app.command("search")
 def search_cmd(
     gtn: Annotated[str, typer.Option(help="Run directory of `gtn-nas meta-train`.")] = "runs/gtn",
+    checkpoint: Annotated[Optional[str], typer.Option(
+        help="The GTN's meta-parameters to use: best (highest validation during meta-training) | last.")] = None,
     out: Annotated[str, typer.Option(help="Search directory (created, or resumed if it exists).")] = "runs/search",
     space: Annotated[Optional[str], typer.Option(help="Search space: nb201 | micro.")] = None,
     proxy: Annotated[Optional[str], typer.Option(help="Comma-separated proxies: gtn, real, params; the first ranks the leaderboard.")] = None,
@@ -188,7 +199,7 @@ def search_cmd(
     json_: Json = False,
 ) -> None:
     """Random architecture search scored by a GTN (resumable: re-run the same command)."""
-    overrides = dict(gtn=gtn, out=out, space=space, proxies=_csv_list(proxy), budget=budget,
+    overrides = dict(gtn=gtn, checkpoint=checkpoint, out=out, space=space, proxies=_csv_list(proxy), budget=budget,
                      time_budget=time_budget, archs=tuple(arch) if arch else None,
                      data_dir=data_dir, dataset=dataset, seed=seed, channels=channels,
                      cells=cells, steps=steps, real_steps=real_steps, real_lr=real_lr,

@@ -30,6 +30,16 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def isa_env(isa: str) -> dict:
+    """The environment of a child process limited to ``isa`` (``default``: XLA's own choice)."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_cpu_max_isa")]
+    if isa != "default":
+        flags.append(f"--xla_cpu_max_isa={isa}")
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
 def describe(m: dict) -> str:
     return f"{m['cpu']} ({m['cores']} cores), {m['device']}, jax {m['jax']}"
 

@@ -16,12 +16,39 @@ from typing import Any, TypeVar
 from gtn_nas.errors import ConfigError, GtnError
 
 PRESETS = ("tiny", "cpu", "paper")
+GTN_CHECKPOINTS = ("best", "last")  # which meta-parameters of a GTN run evaluate/search read
 C = TypeVar("C")
 
 
 def _check_choice(name: str, value: Any, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+INT_LIMIT = 2**31 - 1  # counts become int32 step counters and PRNG folds inside JAX
+
+
+def check_numbers(cfg, limits: dict[str, int] | None = None) -> None:
+    """Every float option finite, every count within int32 and its own sane ``limits``.
+
+    Run first in each config's ``__post_init__``: NaN passes every ``<``/``>`` test below it, and
+    a NaN meta-lr or retrain lr would silently train to NaN."""
+    import math
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        values = v if isinstance(v, (tuple, list)) else (v,)
+        for x in values:
+            if isinstance(x, bool):
+                continue
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{f.name} must be a finite number, got {x}")
+            if isinstance(x, int) and abs(x) > INT_LIMIT:
+                raise ConfigError(f"{f.name} must be at most {INT_LIMIT:,} in size, got {x}")
+    for name, limit in (limits or {}).items():
+        v = getattr(cfg, name)
+        if v is not None and v > limit:
+            raise ConfigError(f"{name} must be at most {limit:,}, got {v:,}")
 
 
 def _check_positive(cfg, *names: str, allow_zero: bool = False, optional: bool = False) -> None:
@@ -55,6 +82,10 @@ class MetaTrainConfig:
     learn_labels: bool = False
     init_lr: float = 0.02
     init_momentum: float = 0.5
+    lr_max: float = 0.0  # learned inner lr = lr_max * sigmoid(.) (0: exp(.), unbounded, as the paper)
+    momentum_max: float = 0.0  # learned momentum = momentum_max * sigmoid(.) (0: exp(.), unbounded)
+    spike_factor: float = 0.0  # skip a meta-step whose gradient norm is > this x the running mean (0: off)
+    rollback_drop: float = 0.0  # validation fall below the best that rolls back with half the meta-lr (0: off)
     meta_lr: float = 0.02
     meta_b1: float = 0.9
     meta_b2: float = 0.999
@@ -82,6 +113,8 @@ class MetaTrainConfig:
     process_id: int | None = None
 
     def __post_init__(self):
+        check_numbers(self, {"iterations": 10**7, "inner_steps": 100_000, "batch_size": 10**6,
+                             "num_learners": 100_000, "meta_batch_size": 10**6})
         from gtn_nas.data.base import DATASETS
         from gtn_nas.generator import GENERATORS
         from gtn_nas.teacher import CURRICULA
@@ -106,7 +139,14 @@ class MetaTrainConfig:
                         "meta_batch_size", "meta_lr", "init_lr", "log_every", "checkpoint_every",
                         "max_nonfinite", "eval_subset", "learner_cells")
         _check_positive(self, "intermediate_every", "grad_clip", "eval_every", "samples_every",
-                        "init_momentum", "arch_pool", "devices", allow_zero=True)
+                        "init_momentum", "arch_pool", "devices", "lr_max", "momentum_max",
+                        "spike_factor", "rollback_drop", allow_zero=True)
+        if self.spike_factor and self.spike_factor <= 1:
+            raise ConfigError(f"spike_factor must be > 1 (or 0: off), got {self.spike_factor}")
+        if not 0 <= self.rollback_drop < 1:
+            raise ConfigError(f"rollback_drop is a fraction of accuracy in [0, 1), got {self.rollback_drop}")
+        if self.momentum_max > 1:
+            raise ConfigError(f"momentum_max must be at most 1, got {self.momentum_max}")
         _check_positive(self, "learner_width", "generator_hidden", optional=True)
         if not 0 < self.final_relative_lr <= 1:
             raise ConfigError(f"final_relative_lr must be in (0, 1], got {self.final_relative_lr}")
@@ -128,8 +168,11 @@ class EvaluateConfig:
     learner: str | None = None  # default: the GTN's meta-training learner
     out: str | None = None  # default: GTN_RUN/evaluate.json
     curve: bool = True  # also accuracy after 1, 2, 4, ... steps (one compile per length)
+    checkpoint: str = "best"  # the GTN's best-validation meta-parameters, or its last ones
 
     def __post_init__(self):
+        check_numbers(self, {"num_seeds": 10_000, "steps": 100_000})
+        _check_choice("checkpoint", self.checkpoint, GTN_CHECKPOINTS)
         _check_positive(self, "num_seeds")
         _check_positive(self, "steps", optional=True)
         if not self.real_lrs or not self.real_momentums:
@@ -140,6 +183,7 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     "meta-train": {
         "tiny": dict(learner="mlp", learner_width=32, generator="mlp", generator_hidden=64,
                      inner_steps=4, batch_size=16, noise_dim=8, iterations=6, meta_batch_size=16,
+                     lr_max=0.6, momentum_max=0.9, spike_factor=10.0,
                      log_every=2, eval_every=3, eval_subset=500, checkpoint_every=3),
         # Tuned on 2 cores (benchmarks/RESULTS.md): the final-loss-only meta-objective is ~40%
         # cheaper per step and learned faster than U=1; a large meta batch costs little there.
@@ -147,11 +191,16 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # A narrow generator (64 hidden) learned faster than wider ones (1024 < 512 < 256 < 128 <
         # 64 ~ 32 in validation accuracy at 300 steps) and is cheaper; Adam with b2 0.9 (the
         # paper's CIFAR setting) tracks the fast-changing meta-gradient scale better.
+        # Robustness (benchmarks/RESULTS.md, Robustness): with the paper's unbounded exp schedule
+        # some seeds and CPU kinds drove a step's momentum above 1 and the lr to the edge of
+        # stability, and the meta-gradient exploded; bounded schedule, spike rejection and
+        # rollback on a validation collapse keep every measured run from it.
         "cpu": dict(learner="mlp", learner_width=256, generator="mlp", generator_hidden=64,
                     inner_steps=32, batch_size=128, noise_dim=64, iterations=1100, meta_lr=0.02,
                     meta_b2=0.9, meta_eps=1e-5,
                     init_lr=0.1, meta_batch_size=1024, intermediate_every=0, grad_clip=10.0,
-                    log_every=10, eval_every=100, checkpoint_every=50, remat="none"),
+                    lr_max=0.6, momentum_max=0.9, spike_factor=10.0, rollback_drop=0.03,
+                    log_every=10, eval_every=50, checkpoint_every=50, remat="none"),
         "paper": dict(learner="base_fc", generator="conv", inner_steps=32, batch_size=128,
                       noise_dim=128, meta_lr=0.02, iterations=2000, meta_batch_size=128,
                       intermediate_every=1, log_every=50, eval_every=50, checkpoint_every=100),
@@ -243,6 +292,7 @@ class SearchConfig:
     top_k: int = 10  # top/NN.json files written
     archs: tuple[str, ...] = ()  # score these genotype strings (index i = the i-th) instead of samples
     dataset: str | None = None  # default: the GTN's; anything else is an error
+    checkpoint: str = "best"  # the GTN's best-validation meta-parameters, or its last ones
     # Fan-out (issue #6). This process scores the indices i with i % num_shards == shard (shard
     # None: $JAX_PROCESS_ID of $JAX_NUM_PROCESSES when set, else 0 of 1); ``workers`` > 1 splits
     # that share again over as many local worker processes, one per GPU where there are GPUs.
@@ -251,6 +301,7 @@ class SearchConfig:
     workers: int = 1
 
     def __post_init__(self):
+        check_numbers(self, {"budget": 10**7, "steps": 100_000, "real_steps": 10**7})
         from search_spaces import get_space
 
         space = get_space(self.space)
@@ -270,6 +321,7 @@ class SearchConfig:
             raise ConfigError(f"proxy listed twice in {','.join(proxies)}")
         object.__setattr__(self, "proxies", proxies)
         _check_choice("preset", self.preset, PRESETS)
+        _check_choice("checkpoint", self.checkpoint, GTN_CHECKPOINTS)
         _check_choice("program", self.program, SEARCH_PROGRAMS)
         _check_choice("real schedule", self.real_schedule, REAL_SCHEDULES)
         if self.program == "shared" and self.space != "nb201":
@@ -308,6 +360,7 @@ class RankConfig:
     out: str | None = None  # default: SEARCH/rank.json (and SEARCH/plots/)
 
     def __post_init__(self):
+        check_numbers(self)
         if self.truth != "nb201":
             folder, sep, proxy = self.truth.rpartition(":")
             if not sep or not folder:

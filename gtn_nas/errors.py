@@ -24,4 +24,4 @@ class ArchitectureError(GtnError):
 
 
 class NonFiniteError(GtnError):
-    """Meta-training produced non-finite meta-gradients several times in a row."""
+    """Training went non-finite: meta-gradients several times in a row, or a retrain's loss."""

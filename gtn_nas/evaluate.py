@@ -40,7 +40,7 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
     from gtn_nas.meta_train import build_learner_source, fixed_source, load_gtn
 
     rep = reporter or Reporter(quiet=True)
-    mcfg, teacher, meta, gtn_step = load_gtn(cfg.gtn)
+    mcfg, teacher, meta, gtn_step = load_gtn(cfg.gtn, cfg.checkpoint)
     steps = cfg.steps or mcfg.inner_steps
     if steps > mcfg.inner_steps:
         raise ConfigError(f"--steps {steps} exceeds the GTN's curriculum length {mcfg.inner_steps}")
@@ -103,7 +103,8 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
                 real_scores(keys, archs, best["lr"], best["momentum"], n=n))[1]))
             bar.update(1, curve_steps=n)
     summary = {
-        "gtn_run": str(cfg.gtn), "gtn_outer_steps": gtn_step, "dataset": mcfg.dataset,
+        "gtn_run": str(cfg.gtn), "gtn_checkpoint": cfg.checkpoint, "gtn_outer_steps": gtn_step,
+        "dataset": mcfg.dataset,
         "learner": source.name, "inner_steps": steps, "batch_size": mcfg.batch_size,
         "num_seeds": cfg.num_seeds, "seed": cfg.seed,
         "gtn": {"validation": _stats(g_val), "test": _stats(g_test)},

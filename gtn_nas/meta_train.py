@@ -4,7 +4,12 @@ meta_loss(φ) = mean over fresh learners of [ NLL(θ_T(φ); real batch) + w · �
 where θ_t(φ) is a learner unrolled t steps on the teacher's synthetic batches (``unroll``). The
 gradient with respect to φ (generator, curriculum, log_lr, log_mom) goes back through every inner
 update. The outer optimiser is Adam with a cosine decay to ``final_relative_lr``·lr and optional
-global-norm clipping; a step whose loss or meta-gradient is not finite is skipped, not applied.
+global-norm clipping. A step is skipped, not applied, when its loss, meta-gradient or result is
+not finite, or when its meta-gradient norm is a spike (above ``spike_factor`` times the running
+mean of accepted norms): near the edge of stability of the unrolled loop the meta-gradient is
+chaotic and huge, and one Adam step along it can wreck the generator (benchmarks/RESULTS.md,
+Robustness). The host loop adds the last guard: when a fresh learner's validation accuracy falls
+``rollback_drop`` below the best seen, the run goes back to the best state with half the meta-lr.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ class MetaState(NamedTuple):
     step: jax.Array  # int32 scalar: outer steps attempted so far
     meta_params: MetaParams
     opt_state: Any
+    grad_ema: jax.Array  # float32 scalar: running mean of accepted meta-gradient norms (0: none yet)
+    lr_scale: jax.Array  # float32 scalar: meta-lr multiplier, halved by each rollback
+
+SPIKE_WARMUP = 10  # accepted steps before the spike test starts (the running mean settles)
+SPIKE_EMA = 0.9  # decay of the running mean of meta-gradient norms
+SPIKE_GROWTH = 1.05  # a rejected spike raises the mean, so a lasting change of scale gets through
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,13 @@ def make_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
 def init_meta_state(cfg: MetaTrainConfig, teacher: Teacher, key: jax.Array) -> MetaState:
     # Strong dtypes: a weakly typed init leaf would make the second step retrace and recompile.
     meta = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), jax.jit(teacher.init)(key))
-    return MetaState(jnp.zeros((), jnp.int32), meta, make_optimizer(cfg).init(meta))
+    return MetaState(jnp.zeros((), jnp.int32), meta, make_optimizer(cfg).init(meta),
+                     jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32))
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource, mean, std,
@@ -77,7 +94,7 @@ def make_meta_loss(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
         learner = source.build(arch)
         k_teach, k_learners = jax.random.split(key)
         xs, ys = teacher.generate(meta, k_teach)  # [T, B, H, W, C], [T, B, classes]
-        lrs, moms = Teacher.schedule(meta)
+        lrs, moms = teacher.schedule(meta)
 
         def one_learner(k):
             k_init, k_real = jax.random.split(k)
@@ -120,17 +137,28 @@ def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
     def meta_step(ms: MetaState, arch, key, images, labels):
         (loss, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(
             ms.meta_params, arch, key, images, labels)
-        leaves = jax.tree_util.tree_leaves(grads)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
+        norm = optax.tree.norm(grads)
         updates, new_opt = opt.update(grads, ms.opt_state, ms.meta_params)
+        updates = jax.tree_util.tree_map(lambda u: ms.lr_scale * u, updates)
         new_meta = optax.apply_updates(ms.meta_params, updates)
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731 - skip a non-finite step
+        finite = (jnp.isfinite(loss) & all_finite(grads) & all_finite(new_meta)
+                  & all_finite(new_opt))
+        settled = ms.step >= SPIKE_WARMUP
+        spike = (finite & settled & (cfg.spike_factor > 0)
+                 & (norm > cfg.spike_factor * ms.grad_ema))
+        accept = finite & ~spike
+        keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731 - skip a rejected step
         new_meta = jax.tree_util.tree_map(keep, new_meta, ms.meta_params)
         new_opt = jax.tree_util.tree_map(keep, new_opt, ms.opt_state)
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite,
-                       lr_mean=jnp.mean(jnp.exp(ms.meta_params["log_lr"])),
-                       mom_mean=jnp.mean(jnp.exp(ms.meta_params["log_mom"])))
-        return MetaState(ms.step + 1, new_meta, new_opt), metrics
+        ema = jnp.where(ms.grad_ema > 0, SPIKE_EMA * ms.grad_ema + (1 - SPIKE_EMA) * norm, norm)
+        ema = jnp.where(accept, ema, jnp.where(spike, SPIKE_GROWTH * ms.grad_ema, ms.grad_ema))
+        lrs, moms = teacher.schedule(ms.meta_params)
+        metrics = dict(metrics, grad_norm=norm, finite=finite, spike=spike,
+                       lr_mean=jnp.mean(lrs), mom_mean=jnp.mean(moms), lr_max=jnp.max(lrs),
+                       mom_max=jnp.max(moms), **{f"grad_norm_{k}": optax.tree.norm(v)
+                                                 for k, v in grads.items()})
+        return MetaState(ms.step + 1, new_meta, new_opt, ema.astype(jnp.float32),
+                         ms.lr_scale), metrics
 
     return meta_step
 
@@ -139,6 +167,8 @@ def make_meta_step(cfg: MetaTrainConfig, teacher: Teacher, source: LearnerSource
 # The command: run directory, outer loop, checkpoints, periodic validation, samples, summary.
 
 import functools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -156,7 +186,8 @@ from gtn_nas.ui import Reporter  # noqa: E402
 def build_teacher(cfg: MetaTrainConfig, image_shape, num_classes: int) -> Teacher:
     gen = make_generator(cfg.generator, image_shape, cfg.generator_hidden)
     return Teacher(gen, cfg.curriculum, cfg.inner_steps, cfg.batch_size, cfg.noise_dim,
-                   num_classes, cfg.learn_labels, cfg.init_lr, cfg.init_momentum)
+                   num_classes, cfg.learn_labels, cfg.init_lr, cfg.init_momentum, cfg.lr_max,
+                   cfg.momentum_max)
 
 
 def build_learner_source(cfg: MetaTrainConfig, image_shape, num_classes: int) -> LearnerSource:
@@ -202,6 +233,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     k_init, k_steps, k_eval = _keys(cfg.seed)
 
     ckpt = Checkpointer(run_dir / "checkpoints", writer=main)
+    best = BestKeeper(run_dir / "best", writer=main)
     state = init_meta_state(cfg, teacher, k_init)
     start = 0
     latest = ckpt.latest_step()
@@ -209,6 +241,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         state = ckpt.restore(latest, state)
         state = jax.tree_util.tree_map(jnp.asarray, state)
         start = int(state.step)
+        best.load(state)
         rep.info(f"resuming {run_dir} from outer step {start}")
     dist.check_same_everywhere(start, "the outer step to resume from")
     if mesh is not None:
@@ -242,27 +275,47 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
 
     pending: list[tuple[int, dict]] = []
     nonfinite_run = 0
+    spikes = sum(bool(r.get("spike")) for r in log.read())
     t_start = time.time()
     last_val: float | None = None
     step = shown = start
 
     def flush() -> None:
-        nonlocal nonfinite_run
+        nonlocal nonfinite_run, spikes
         rows = []
         for s, m in pending:
             m = jax.tree_util.tree_map(dist.to_host, m)
             row = {"step": int(s) + 1, **{k: float(v) for k, v in m.items()}}
-            row["finite"] = bool(m["finite"])
+            row["finite"], row["spike"] = bool(m["finite"]), bool(m["spike"])
             nonfinite_run = 0 if row["finite"] else nonfinite_run + 1
+            spikes += row["spike"]
             rows.append(row)
         pending.clear()
         log.write(rows)
         if nonfinite_run >= cfg.max_nonfinite:
-            ckpt.save(step, state)
+            ckpt.save(step, state)  # finite: a non-finite step never replaces the state
             raise NonFiniteError(
                 f"{nonfinite_run} consecutive non-finite meta-gradients at outer step {step}; the "
-                f"last finite meta-parameters are saved in {run_dir / 'checkpoints'}; lower "
-                "--meta-lr or set --grad-clip, then resume with a new --out or the same one")
+                f"last finite meta-parameters are saved in {run_dir / 'checkpoints'}; run the same "
+                "command again with a lower --meta-lr (or a --grad-clip) to resume from them")
+
+    def check_validation() -> None:
+        """Keeps the best-validation state; rolls back to it when validation collapses."""
+        nonlocal state
+        if best.val is None or last_val > best.val:
+            best.save(step, state, last_val)
+        elif cfg.rollback_drop and last_val < best.val - cfg.rollback_drop:
+            good = best.restore(state)
+            scale = float(dist.to_host(state.lr_scale)) * 0.5
+            state = put(good._replace(step=state.step, lr_scale=jnp.asarray(scale, jnp.float32)))
+            log.write([{"step": step, "rollback_to": best.step, "lr_scale": scale}])
+            rep.warn(f"validation fell to {100 * last_val:.1f}% at outer step {step} (best "
+                     f"{100 * best.val:.1f}% at {best.step}): back to step {best.step}'s "
+                     f"meta-parameters, meta-lr x{scale:g}")
+        elif last_val < best.val - DROP_REPORTED:
+            rep.warn(f"validation fell to {100 * last_val:.1f}% at outer step {step}, "
+                     f"{100 * (best.val - last_val):.1f} points below the best "
+                     f"({100 * best.val:.1f}% at {best.step})")
 
     def save_samples(tag: str) -> None:
         if not main:
@@ -288,11 +341,17 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                     if cfg.eval_every and (step % cfg.eval_every == 0 or done):
                         last_val = validation_accuracy(step)
                         log.write([{"step": step, "val_acc": last_val}])
+                        check_validation()
                     elapsed = time.time() - t_start
                     rate = (step - start) / max(elapsed, 1e-9)
                     fields = {"loss": loss}
                     if last_val is not None:
                         fields["val_acc"] = last_val
+                        fields["best"] = best.val
+                    if spikes:
+                        fields["spikes"] = spikes
+                    if best.rollbacks(state):
+                        fields["rollbacks"] = best.rollbacks(state)
                     bar.update(advance=step - shown, rate=f"{rate:.2f} it/s", **fields)
                     shown = step
                 if step % cfg.checkpoint_every == 0 or done:
@@ -317,31 +376,107 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     if last_val is None or cfg.eval_every == 0:
         last_val = validation_accuracy(step)
         log.write([{"step": step, "val_acc": last_val}])
+        if best.val is None or last_val > best.val:
+            best.save(step, state, last_val)
     save_samples("final")
     rows = log.read()
     wall = time.time() - t_start  # this invocation's time; a resumed run counts only its part
     train_rows = [r for r in rows if "meta_loss" in r]
+    lrs, moms = jax.tree_util.tree_map(dist.to_host, teacher.schedule(state.meta_params))
     summary = {
         "run_dir": str(run_dir), "dataset": cfg.dataset, "learner": source.name,
         "outer_steps": step, "final_meta_loss": train_rows[-1]["meta_loss"] if train_rows else None,
         "validation_accuracy": last_val, "nonfinite_steps": sum(not r["finite"] for r in train_rows),
+        "best_step": best.step, "best_validation_accuracy": best.val,
+        "meta_gradient_spikes": sum(bool(r.get("spike")) for r in train_rows),
+        "spike_steps": [r["step"] for r in train_rows if r.get("spike")][:100],
+        "rollbacks": [{"step": r["step"], "to": r["rollback_to"], "lr_scale": r["lr_scale"]}
+                      for r in rows if "rollback_to" in r],
+        "validation_drops": validation_drops(rows),
         "wall_seconds": round(wall, 1), "data_source": data.source,
-        "inner_lr": np.exp(dist.to_host(state.meta_params["log_lr"])).round(5).tolist(),
-        "inner_momentum": np.exp(dist.to_host(state.meta_params["log_mom"])).round(4).tolist(),
+        "inner_lr": np.asarray(lrs).round(5).tolist(),
+        "inner_momentum": np.asarray(moms).round(4).tolist(),
         "runtime": dist.describe() | {"mesh_devices": mesh.size if mesh is not None else 1},
     }
     if main:
         write_json(run_dir / "summary.json", summary)
     ckpt.close()
+    best.close()
     return summary
 
 
-def load_gtn(run_dir: str | Path) -> tuple[MetaTrainConfig, Teacher, MetaParams, int]:
-    """Reads a meta-training run: (config, teacher, meta_params at the last checkpoint, step)."""
-    from gtn_nas.config import load_config
-    from gtn_nas.data.base import NORMALISATION
-    from gtn_nas.errors import CheckpointError
+DROP_REPORTED = 0.02  # validation falls of at least this much below the best so far are listed
 
+
+def validation_drops(rows: list[dict]) -> list[dict]:
+    """Each validation reading that fell DROP_REPORTED or more below the best reading before it."""
+    drops, top = [], None
+    for r in rows:
+        if "val_acc" not in r:
+            continue
+        v = r["val_acc"]
+        if top is not None and v < top - DROP_REPORTED:
+            drops.append({"step": r["step"], "val_acc": v, "best_before": top})
+        top = v if top is None else max(top, v)
+    return drops
+
+
+class BestKeeper:
+    """The best-validation meta-state: a one-step checkpoint folder beside ``checkpoints/`` and
+    ``best.json`` (step, accuracy), plus a host copy for rollbacks within this invocation."""
+
+    def __init__(self, directory: Path, writer: bool = True):
+        self.directory, self.writer = Path(directory), writer
+        self._ckpt = Checkpointer(self.directory, max_to_keep=1, writer=writer)
+        self.step: int | None = None
+        self.val: float | None = None
+        self._host = None
+
+    def load(self, like: MetaState) -> None:
+        """On resume: the best reading so far (the state itself is read when first needed)."""
+        info = self.directory / "best.json"
+        if info.exists() and self._ckpt.latest_step() is not None:
+            meta = json.loads(info.read_text())
+            self.step, self.val = int(meta["step"]), float(meta["val_acc"])
+
+    def save(self, step: int, state: MetaState, val: float) -> None:
+        from gtn_nas.distributed import to_host
+
+        self.step, self.val = step, val
+        self._host = jax.tree_util.tree_map(lambda x: np.array(to_host(x)), state)
+        if self.writer:
+            self._ckpt.save(step, self._host)
+            write_json(self.directory / "best.json", {"step": step, "val_acc": val})
+
+    def restore(self, like: MetaState) -> MetaState:
+        if self._host is None:
+            self._host = self._ckpt.restore(self.step, like)
+        return jax.tree_util.tree_map(jnp.asarray, self._host)
+
+    @staticmethod
+    def rollbacks(state: MetaState) -> int:
+        """Rollbacks so far, read off the meta-lr scale (each halves it)."""
+        from gtn_nas.distributed import to_host
+
+        return int(round(-math.log2(float(to_host(state.lr_scale)))))
+
+    def close(self) -> None:
+        self._ckpt.close()
+
+
+def load_gtn(run_dir: str | Path, which: str = "best"
+             ) -> tuple[MetaTrainConfig, Teacher, MetaParams, int]:
+    """Reads a meta-training run: (config, teacher, meta_params, their outer step).
+
+    ``which``: ``best`` (the best-validation meta-parameters; the last ones for a run that has
+    no best yet) or ``last``. Non-finite parameters are refused: they can only teach noise.
+    """
+    from gtn_nas.config import GTN_CHECKPOINTS, load_config
+    from gtn_nas.data.base import NORMALISATION
+    from gtn_nas.errors import CheckpointError, ConfigError
+
+    if which not in GTN_CHECKPOINTS:
+        raise ConfigError(f"checkpoint must be one of {', '.join(GTN_CHECKPOINTS)}, got {which!r}")
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"{run_dir} is not a meta-training run (no config.json); "
@@ -351,10 +486,18 @@ def load_gtn(run_dir: str | Path) -> tuple[MetaTrainConfig, Teacher, MetaParams,
     classes = 10
     assert cfg.dataset in NORMALISATION
     teacher = build_teacher(cfg, shape, classes)
-    ckpt = Checkpointer(run_dir / "checkpoints")
+    folder = run_dir / "checkpoints"
+    if which == "best" and (run_dir / "best" / "best.json").exists():
+        folder = run_dir / "best"
+    ckpt = Checkpointer(folder)
     latest = ckpt.latest_step()
     if latest is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; run `gtn-nas meta-train --out {run_dir}` first")
     state = ckpt.restore(latest, init_meta_state(cfg, teacher, jax.random.PRNGKey(0)))
     ckpt.close()
-    return cfg, teacher, jax.tree_util.tree_map(jnp.asarray, state.meta_params), latest
+    meta = jax.tree_util.tree_map(jnp.asarray, state.meta_params)
+    bad = sum(int(np.sum(~np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(meta))
+    if bad:
+        raise CheckpointError(f"the meta-parameters in {folder / str(latest)} hold {bad} non-finite "
+                              "values; meta-train again with a lower --meta-lr")
+    return cfg, teacher, meta, latest

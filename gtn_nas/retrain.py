@@ -51,8 +51,8 @@ import numpy as np
 import optax
 
 from gtn_nas.checkpoint import Checkpointer
-from gtn_nas.config import PRESETS, _check_choice, _check_positive, load_config
-from gtn_nas.errors import ArchitectureError, CheckpointError, ConfigError, DataError
+from gtn_nas.config import PRESETS, _check_choice, _check_positive, check_numbers, load_config
+from gtn_nas.errors import ArchitectureError, CheckpointError, ConfigError, DataError, NonFiniteError
 from gtn_nas.runs import MetricsLog, open_run_dir, read_json, write_json
 from gtn_nas.ui import Reporter
 
@@ -111,6 +111,7 @@ class RetrainConfig:
     def __post_init__(self):
         from gtn_nas.data.base import DATASETS
 
+        check_numbers(self, {"epochs": 100_000})
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("preset", self.preset, PRESETS)
         _check_choice("augment", self.augment, AUGMENTS)
@@ -699,6 +700,12 @@ def retrain_one(cfg: RetrainConfig, data, rep: Reporter, origin: str = "") -> di
                         pending.clear()
                         loss = float(np.mean([m["loss"] for m in got]))
                         acc = float(np.mean([m["acc"] for m in got]))
+                        if not np.isfinite(loss):  # before any save of this epoch's state
+                            step = epoch * steps_per_epoch + i + 1
+                            raise NonFiniteError(
+                                f"the training loss became non-finite by step {step} (epoch "
+                                f"{epoch + 1}); no model exported, checkpoints keep the last "
+                                "finite epoch; lower --lr or set --grad-clip and use a new --out")
                         sums += [sum(float(m["loss"]) for m in got),
                                  sum(float(m["acc"]) for m in got)]
                         step = epoch * steps_per_epoch + i + 1

@@ -18,7 +18,10 @@ from gtn_nas.errors import ConfigError
 # Keys that may differ between the run that created a directory and the one resuming it.
 RESUMABLE_KEYS = {"data_dir", "log_every", "eval_every", "checkpoint_every", "samples_every",
                   "out", "iterations", "max_nonfinite", "eval_subset", "devices", "coordinator",
-                  "num_processes", "process_id"}
+                  "num_processes", "process_id",
+                  # the guards' settings and the step size: the advice after a blow-up is to
+                  # resume the same run with a lower --meta-lr (the optimiser state is unchanged)
+                  "meta_lr", "grad_clip", "spike_factor", "rollback_drop"}
 
 
 def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] = RESUMABLE_KEYS) -> tuple[Path, bool]:

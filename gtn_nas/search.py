@@ -78,15 +78,18 @@ def genotype_at(space, cfg: SearchConfig, index: int):
     return space.sample(architecture_keys(cfg.seed, index)[0])
 
 
-def _load_gtn(gtn_dir: str, step: int | None):
-    """The GTN at its latest checkpoint, or at ``step`` (a resumed search keeps its GTN)."""
+def _load_gtn(gtn_dir: str, step: int | None, which: str = "best"):
+    """The GTN's ``which`` (best or last) checkpoint, or the one at ``step`` (a resumed search
+    keeps its GTN)."""
     from gtn_nas.checkpoint import Checkpointer
     from gtn_nas.meta_train import init_meta_state, load_gtn
 
-    mcfg, teacher, meta, latest = load_gtn(gtn_dir)
+    mcfg, teacher, meta, latest = load_gtn(gtn_dir, which)
     if step is None or step == latest:
         return mcfg, teacher, meta, latest
     where = Path(gtn_dir) / "checkpoints"
+    if (Path(gtn_dir) / "best" / str(step)).exists():
+        where = Path(gtn_dir) / "best"
     if not (where / str(step)).exists():
         raise CheckpointError(
             f"this search scored with the GTN of {gtn_dir} at outer step {step}, which is no "
@@ -220,7 +223,7 @@ class Scorer:
                 k_init, k_data = jax.random.split(key)
                 if proxy == "gtn":
                     xs, ys = teacher.generate(args["meta"], k_data)
-                    lrs, moms = type(teacher).schedule(args["meta"])
+                    lrs, moms = teacher.schedule(args["meta"])
                     return k_init, xs[:steps], ys[:steps], lrs[:steps], moms[:steps]
                 xs, ys = real_batches(k_data, *args["train"], real_steps, batch, mean, std)
                 lr, mom = args["opt"]
@@ -362,7 +365,8 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
 
 def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row, load_dataset,
             worker: bool = False):
-    mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"))
+    mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"),
+                                              cfg.checkpoint)
     if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
         raise ConfigError(f"the GTN in {cfg.gtn} was meta-trained on {mcfg.dataset}, not "
                           f"{cfg.dataset}; search with a GTN of {cfg.dataset} or drop --dataset")

@@ -4,8 +4,10 @@ meta_params = {
   "generator": generator parameters,
   "z":        learned curriculum noise, [T, B, noise_dim] (full, batch_shuffled) or
               [T*B, noise_dim] (all_shuffled); absent for `none` (fresh noise every step),
-  "log_lr":   [T] inner learning rates, lr_t = exp(log_lr[t]),
-  "log_mom":  [T] inner momentums, mom_t = exp(log_mom[t]) (unbounded, as the paper),
+  "log_lr":   [T] inner learning rates, lr_t = exp(log_lr[t]) (unbounded, as the paper), or
+  "lr_logit": [T] with ``lr_max`` > 0: lr_t = lr_max · sigmoid(lr_logit[t]),
+  "log_mom":  [T] inner momentums, mom_t = exp(log_mom[t]) (unbounded: may exceed 1), or
+  "mom_logit":[T] with ``mom_max`` > 0: mom_t = mom_max · sigmoid(mom_logit[t]),
   "labels":   [T, B, classes] soft labels, only when labels are learned,
 }
 Labels are fixed and balanced otherwise: step t's batch cycles through the classes.
@@ -38,10 +40,20 @@ class Teacher:
     learn_labels: bool = False
     init_lr: float = 0.02
     init_momentum: float = 0.5
+    # Bounds of the learned schedule (0: the paper's unbounded exp parametrisation). A momentum
+    # above 1 or an lr past the edge of stability makes the unrolled loop chaotic and its
+    # meta-gradient explode (benchmarks/RESULTS.md, Robustness); a sigmoid keeps them inside.
+    lr_max: float = 0.0
+    mom_max: float = 0.0
 
     def __post_init__(self):
         if self.curriculum not in CURRICULA:
             raise ConfigError(f"unknown curriculum {self.curriculum!r}; choose one of {', '.join(CURRICULA)}")
+        if self.lr_max and not self.init_lr < self.lr_max:
+            raise ConfigError(f"init_lr ({self.init_lr}) must be below lr_max ({self.lr_max})")
+        if self.mom_max and not self.init_momentum < self.mom_max:
+            raise ConfigError(f"init_momentum ({self.init_momentum}) must be below momentum_max "
+                              f"({self.mom_max})")
         if self.learn_labels and self.curriculum == "none":
             raise ConfigError("learned labels need a curriculum (they are tied to fixed inputs)")
 
@@ -61,8 +73,14 @@ class Teacher:
             meta["z"] = jax.random.normal(k_z, (t, b, d))  # [T, B, noise_dim]
         elif self.curriculum == "all_shuffled":
             meta["z"] = jax.random.normal(k_z, (t * b, d))  # [T*B, noise_dim]
-        meta["log_lr"] = jnp.full((t,), math.log(self.init_lr + 1e-6))
-        meta["log_mom"] = jnp.full((t,), math.log(self.init_momentum + 1e-6))
+        if self.lr_max:
+            meta["lr_logit"] = jnp.full((t,), _logit(self.init_lr / self.lr_max))
+        else:
+            meta["log_lr"] = jnp.full((t,), math.log(self.init_lr + 1e-6))
+        if self.mom_max:
+            meta["mom_logit"] = jnp.full((t,), _logit(self.init_momentum / self.mom_max))
+        else:
+            meta["log_mom"] = jnp.full((t,), math.log(self.init_momentum + 1e-6))
         if self.learn_labels:
             meta["labels"] = self.fixed_labels()
         return meta
@@ -89,7 +107,15 @@ class Teacher:
         x = self.generator.apply({"params": meta["generator"]}, z, y)
         return x, y
 
-    @staticmethod
-    def schedule(meta: MetaParams) -> tuple[jax.Array, jax.Array]:
+    def schedule(self, meta: MetaParams) -> tuple[jax.Array, jax.Array]:
         """The learned per-step inner learning rates and momentums, each [T]."""
-        return jnp.exp(meta["log_lr"]), jnp.exp(meta["log_mom"])
+        lrs = (self.lr_max * jax.nn.sigmoid(meta["lr_logit"]) if self.lr_max
+               else jnp.exp(meta["log_lr"]))
+        moms = (self.mom_max * jax.nn.sigmoid(meta["mom_logit"]) if self.mom_max
+                else jnp.exp(meta["log_mom"]))
+        return lrs, moms
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))

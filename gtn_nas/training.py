@@ -27,7 +27,7 @@ def train_on_teacher(teacher: Teacher, learner: Learner, meta: MetaParams, key: 
     """
     k_init, k_data = jax.random.split(key)
     xs, ys = teacher.generate(meta, k_data)
-    lrs, moms = Teacher.schedule(meta)
+    lrs, moms = teacher.schedule(meta)
     n = steps or teacher.inner_steps
     state = init_inner_state(learner, k_init)
     final, _, _ = unroll(learner, state, xs[:n], ys[:n], lrs[:n], moms[:n], remat="none")

@@ -20,6 +20,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GTN_NAS_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="module")
+def xla_disk_cache(tmp_path_factory):
+    """Each meta_train call jits a fresh closure; an on-disk XLA cache (shared by this session's
+    modules, reset afterwards) compiles the identical second-order program once, not per call."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / "xla-cache"))
+    jax.config.update(names[1], 0.5)
+    cc.reset_cache()
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+    cc.reset_cache()
+
+
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(0)

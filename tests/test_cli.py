@@ -23,20 +23,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("GTN_NAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def xla_disk_cache(tmp_path_factory):
-    """As in test_meta_train: compile the tiny meta-step once per session, not per call."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / "xla-cache"))
-    jax.config.update(names[1], 0.5)
-    cc.reset_cache()
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
+pytestmark = pytest.mark.usefixtures("xla_disk_cache")
 
 
 def _capture(monkeypatch, module, name, result):

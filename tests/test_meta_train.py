@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from gtn_nas.checkpoint import Checkpointer
 from gtn_nas.config import MetaTrainConfig, build_config
 from gtn_nas.errors import CheckpointError, ConfigError, NonFiniteError
 from gtn_nas.meta_train import load_gtn, meta_train
@@ -24,21 +25,7 @@ def tiny(out, data_dir, **kw):
                         dict(out=str(out), data_dir=str(data_dir), **kw))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def xla_disk_cache(tmp_path_factory):
-    """Each meta_train call jits a fresh closure; an on-disk XLA cache (shared by this session's
-    modules, reset afterwards) compiles the identical second-order program once, not per call."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.getbasetemp() / "xla-cache"))
-    jax.config.update(names[1], 0.5)
-    cc.reset_cache()
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
+pytestmark = pytest.mark.usefixtures("xla_disk_cache")
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +65,13 @@ def test_run_dir_contents(reference_run):
     assert [r["step"] for r in rows if "val_acc" in r] == [6]  # eval_every 3 lands on a log step at 6
     assert all(r["finite"] for r in rows if "meta_loss" in r)
 
-    cfg, _, meta, step = load_gtn(out)
+    cfg, teacher, meta, step = load_gtn(out, "last")
     assert step == 6 and cfg == tiny(out, config["data_dir"])
-    assert {"log_lr", "log_mom"} <= set(meta)
-    np.testing.assert_allclose(np.exp(np.asarray(meta["log_lr"])), summary["inner_lr"], atol=1e-5)
+    assert {"lr_logit", "mom_logit"} <= set(meta)  # the presets bound the schedule
+    lrs, moms = teacher.schedule(meta)
+    np.testing.assert_allclose(np.asarray(lrs), summary["inner_lr"], atol=1e-5)
+    assert np.all(np.asarray(moms) < cfg.momentum_max)
+    assert summary["best_step"] == 6 and summary["meta_gradient_spikes"] == 0
 
 
 class StopAfter(Reporter):
@@ -160,24 +150,41 @@ def test_corrupt_checkpoint_is_an_error_not_a_restart(tmp_path, fake_mnist, refe
     assert not (out / "summary.json").exists()  # nothing ran
     assert (out / "checkpoints" / "3").is_dir() and step_dir.is_dir()  # nothing was deleted
     with pytest.raises(CheckpointError):
-        load_gtn(out)
+        load_gtn(out, "last")
 
 
 def test_nonfinite_meta_gradients_stop_with_a_loadable_checkpoint(tmp_path, fake_mnist):
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteError) as e:
-        meta_train(tiny(out, fake_mnist, init_lr=1e38, max_nonfinite=2))
+        meta_train(tiny(out, fake_mnist, init_lr=1e38, lr_max=0, max_nonfinite=2))
     msg = str(e.value)
-    assert e.value.exit_code == 2
-    assert str(out / "checkpoints") in msg and "non-finite" in msg
+    assert e.value.exit_code == 2 and "\n" not in msg
+    assert str(out / "checkpoints") in msg and "non-finite" in msg and "--meta-lr" in msg
     rows = _rows(out)
     assert [r["finite"] for r in rows] == [False, False]
-    _, _, meta, step = load_gtn(out)
+    _, _, meta, step = load_gtn(out, "last")
     assert step == 2
     for leaf in jax.tree_util.tree_leaves(meta):  # the skipped steps left the init untouched
         assert np.all(np.isfinite(np.asarray(leaf)))
     np.testing.assert_allclose(np.asarray(meta["log_lr"]), math.log(1e38), rtol=1e-6)
     assert not (out / "summary.json").exists()
+    for folder in (out / "checkpoints").iterdir():  # every saved state, not just the newest
+        state = Checkpointer(out / "checkpoints").restore(int(folder.name), _like(out))
+        assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(state))
+    # The advice works as written: the same command with a lower --meta-lr resumes (here the
+    # initial lr itself is the fault, so it stops again, after resuming from step 2).
+    with pytest.raises(NonFiniteError):
+        meta_train(tiny(out, fake_mnist, init_lr=1e38, lr_max=0, max_nonfinite=2,
+                        meta_lr=0.001, iterations=12))
+    assert [r["step"] for r in _rows(out)] == [1, 2, 3, 4]
+
+
+def _like(run_dir):
+    from gtn_nas.config import load_config
+    from gtn_nas.meta_train import build_teacher, init_meta_state
+
+    cfg = load_config(MetaTrainConfig, run_dir / "config.json")
+    return init_meta_state(cfg, build_teacher(cfg, (28, 28, 1), 10), jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("overrides, field", [
