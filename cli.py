@@ -50,6 +50,14 @@ def _run(fn: Callable[[], Any], json_mode: bool) -> None:
         typer.echo(json.dumps(result, indent=2, sort_keys=True, default=float))
 
 
+def _config_options(given: dict[str, Any], cls, exclude=()) -> dict[str, Any]:
+    """A command's options that are fields of its config (every field has one: tests/test_cli.py)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+    return {k: v for k, v in given.items() if k in names}
+
+
 def _reporter(quiet: bool, json_mode: bool):
     from gtn_nas.ui import Reporter
 
@@ -87,6 +95,20 @@ def meta_train_cmd(
     eval_every: Annotated[Optional[int], typer.Option(help="Outer steps between validation learners.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Outer steps between checkpoints.")] = None,
     devices: Annotated[Optional[int], typer.Option(help="Devices the learners are sharded over (0: all, every process's).")] = None,
+    learner_cells: Annotated[Optional[int], typer.Option(help="NAS learners: cells per stage.")] = None,
+    arch_pool: Annotated[Optional[int], typer.Option(help="NAS learners: draw each step's architecture from a fixed pool of this many (0: a fresh one every step).")] = None,
+    init_momentum: Annotated[Optional[float], typer.Option(help="Initial learned inner momentum of every step.")] = None,
+    meta_b1: Annotated[Optional[float], typer.Option(help="Outer Adam beta1.")] = None,
+    meta_b2: Annotated[Optional[float], typer.Option(help="Outer Adam beta2.")] = None,
+    meta_eps: Annotated[Optional[float], typer.Option(help="Outer Adam epsilon.")] = None,
+    final_relative_lr: Annotated[Optional[float], typer.Option(help="Meta-lr at the end of the cosine decay, as a fraction of --meta-lr.")] = None,
+    meta_batch_size: Annotated[Optional[int], typer.Option(help="Real images per meta-loss batch.")] = None,
+    intermediate_weight: Annotated[Optional[float], typer.Option(help="Weight of the intermediate real-data losses.")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Crop+flip the meta-loss batches (the paper's CIFAR-10 setting).")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(help="Seed of the train/validation split.")] = None,
+    eval_subset: Annotated[Optional[int], typer.Option(help="Validation images the periodic validation learner is scored on.")] = None,
+    samples_every: Annotated[Optional[int], typer.Option(help="Outer steps between curriculum PNGs (0: only at the end).")] = None,
+    max_nonfinite: Annotated[Optional[int], typer.Option(help="Consecutive non-finite meta-steps that stop the run.")] = None,
     coordinator: Coordinator = None,
     num_processes: NumProcesses = None,
     process_id: ProcessId = None,
@@ -94,16 +116,7 @@ def meta_train_cmd(
     json_: Json = False,
 ) -> None:
     """Meta-train a GTN (checkpointed; re-run the same command to resume)."""
-    overrides = dict(out=out, dataset=dataset, data_dir=data_dir, learner=learner,
-                     learner_width=learner_width, generator=generator,
-                     generator_hidden=generator_hidden, init_lr=init_lr, inner_steps=inner_steps,
-                     batch_size=batch_size, noise_dim=noise_dim, curriculum=curriculum,
-                     learn_labels=learn_labels, meta_lr=meta_lr, iterations=iterations,
-                     num_learners=num_learners, intermediate_every=intermediate_every,
-                     grad_clip=grad_clip, lr_max=lr_max, momentum_max=momentum_max,
-                     spike_factor=spike_factor, rollback_drop=rollback_drop, remat=remat, seed=seed, log_every=log_every,
-                     eval_every=eval_every, checkpoint_every=checkpoint_every, devices=devices,
-                     coordinator=coordinator, num_processes=num_processes, process_id=process_id)
+    overrides = _config_options(locals(), MetaTrainConfig, exclude=("preset",))
 
     def go():
         from gtn_nas import meta_train as lib
@@ -131,6 +144,8 @@ def evaluate_cmd(
     out: Annotated[Optional[str], typer.Option(help="Result JSON (default RUN/evaluate.json).")] = None,
     curve: Annotated[bool, typer.Option("--curve/--no-curve", help="Also test accuracy after 1, 2, 4, ... steps (compiles each length).")] = True,
     checkpoint: GtnCheckpoint = "best",
+    real_lrs: Annotated[Optional[str], typer.Option(help="Comma-separated grid of real-data learning rates (default 0.01,0.03,0.1,0.3,1).")] = None,
+    real_momentums: Annotated[Optional[str], typer.Option(help="Comma-separated grid of real-data momentums (default 0,0.5,0.9).")] = None,
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
@@ -138,9 +153,11 @@ def evaluate_cmd(
     def go():
         from gtn_nas import evaluate as lib
 
+        grid = {k: _float_list(k, v) for k, v in (("real_lrs", real_lrs),
+                                                  ("real_momentums", real_momentums)) if v}
         cfg = EvaluateConfig(gtn=gtn, data_dir=data_dir, num_seeds=num_seeds, seed=seed,
                              steps=steps, learner=learner, out=out, curve=curve,
-                             checkpoint=checkpoint)
+                             checkpoint=checkpoint, **grid)
         return lib.evaluate(cfg, _reporter(quiet, json_))
 
     _run(go, json_)
@@ -160,6 +177,15 @@ def datasets_cmd(data_dir: DataDir = None, json_: Json = False) -> None:
 
 
 # --- search and rank commands (issue #3) ---
+def _float_list(name: str, value: str) -> tuple[float, ...]:
+    from gtn_nas.errors import ConfigError
+
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')} takes comma-separated numbers, got {value!r}") from None
+
+
 def _csv_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
     if value is None:
         return None
@@ -271,19 +297,19 @@ def retrain_cmd(
     train_subset: Annotated[Optional[int], typer.Option(help="Train on a fixed subset of this many images (0: all).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of init, data order and augmentation.")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Steps between metrics rows.")] = None,
+    bn_momentum: Annotated[Optional[float], typer.Option(help="Weight of the old batch-norm statistic.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Epochs between checkpoints.")] = None,
+    eval_batch_size: Annotated[Optional[int], typer.Option(help="Images per evaluation batch.")] = None,
+    eval_subset: Annotated[Optional[int], typer.Option(help="Per-epoch validation on a fixed subset of this many images (0: all).")] = None,
+    split_seed: Annotated[Optional[int], typer.Option(help="Seed of the train/validation split.")] = None,
     eval_only: Annotated[bool, typer.Option("--eval-only", help="Reload the trained model in --out and report validation/test accuracy.")] = False,
     quiet: Quiet = False,
     json_: Json = False,
 ) -> None:
     """Train searched architectures on real data to the end (checkpointed every epoch; re-run to resume)."""
-    overrides = dict(arch=arch, top=top, space=space, out=out, dataset=dataset, data_dir=data_dir,
-                     channels=channels, cells=cells, epochs=epochs, batch_size=batch_size, lr=lr,
-                     lr_min=lr_min, warmup_epochs=warmup_epochs, momentum=momentum,
-                     nesterov=nesterov, weight_decay=weight_decay, grad_clip=grad_clip,
-                     label_smoothing=label_smoothing, augment=augment, cutout=cutout,
-                     drop_path=drop_path, auxiliary=auxiliary, aux_weight=aux_weight,
-                     dropout=dropout, activation=activation, train_subset=train_subset,
-                     seed=seed, log_every=log_every)
+    from gtn_nas.retrain import RetrainConfig
+
+    overrides = _config_options(locals(), RetrainConfig, exclude=("preset",))
 
     def go():
         from gtn_nas import retrain as lib

@@ -40,6 +40,21 @@ def isa_env(isa: str) -> dict:
     return env
 
 
+def worst_fall(run_dir: str | Path, after: int = 200) -> float:
+    """The largest fall of a run's validation readings below the best reading before them, over
+    the readings after outer step ``after`` (the issue's robustness criterion)."""
+    from gtn_nas.runs import read_jsonl
+
+    top, worst = None, 0.0
+    for r in read_jsonl(Path(run_dir) / "metrics.jsonl"):
+        if "val_acc" not in r:
+            continue
+        if top is not None and r["step"] > after:
+            worst = max(worst, top - r["val_acc"])
+        top = r["val_acc"] if top is None else max(top, r["val_acc"])
+    return worst
+
+
 def describe(m: dict) -> str:
     return f"{m['cpu']} ({m['cores']} cores), {m['device']}, jax {m['jax']}"
 

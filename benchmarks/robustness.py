@@ -14,7 +14,6 @@ meta-gradient spikes rejected, rollbacks, the largest meta-gradient norm, meta-t
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import finish, isa_env  # noqa: E402
+from benchmarks.common import finish, isa_env, worst_fall  # noqa: E402
 
 VARIANTS = {
     "paper": ["--lr-max", "0", "--momentum-max", "0", "--spike-factor", "0", "--rollback-drop", "0"],
@@ -52,11 +51,7 @@ def run_one(out: Path, variant: str, seed: int, isa: str, data_dir, iterations) 
     s = read_json(summary_path)
     rows = read_jsonl(out / "metrics.jsonl")
     vals = [(r["step"], r["val_acc"]) for r in rows if "val_acc" in r]
-    top, worst_drop = None, 0.0
-    for step, v in vals:
-        if top is not None and step > 200:
-            worst_drop = max(worst_drop, top - v)
-        top = v if top is None else max(top, v)
+    worst_drop = worst_fall(out)
     norms = [r["grad_norm"] for r in rows if "grad_norm" in r]
     return {"variant": variant, "seed": seed, "isa": isa, "final_val": s["validation_accuracy"],
             "best_val": s.get("best_validation_accuracy"), "worst_drop_after_200": worst_drop,

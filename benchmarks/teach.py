@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
 
-from benchmarks.common import describe, finish, isa_env, machine  # noqa: E402
+from benchmarks.common import describe, finish, isa_env, machine, worst_fall  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
 from gtn_nas.config import EvaluateConfig, MetaTrainConfig, build_config  # noqa: E402
 from gtn_nas.evaluate import evaluate  # noqa: E402
@@ -45,8 +45,6 @@ def train_and_eval(preset: str, out: Path, seeds: int, data_dir, rep: Reporter, 
     summary = read_json(summary_path) if done else meta_train(cfg, rep)
     wall = summary["wall_seconds"] if done else round(time.time() - t0, 1)  # before the evaluation
     ev = evaluate(EvaluateConfig(gtn=str(out), data_dir=data_dir, num_seeds=seeds, curve=curve), rep)
-    falls = [d["best_before"] - d["val_acc"] for d in summary.get("validation_drops", [])
-             if d["step"] > 200]
     return {"config": {k: getattr(cfg, k) for k in ("preset", "learner", "generator", "inner_steps",
                                                     "batch_size", "iterations", "curriculum", "meta_lr",
                                                     "seed")},
@@ -54,7 +52,7 @@ def train_and_eval(preset: str, out: Path, seeds: int, data_dir, rep: Reporter, 
             "best_val": summary.get("best_validation_accuracy"),
             "spikes": summary.get("meta_gradient_spikes", 0),
             "rollbacks": len(summary.get("rollbacks", [])),
-            "worst_fall_after_200": max(falls, default=0.0),
+            "worst_fall_after_200": worst_fall(out),
             "gtn_step": ev["gtn_outer_steps"],
             "gtn_test": ev["gtn"]["test"], "real_test": ev["real"]["test"],
             "real_lr": ev["real"]["lr"], "real_momentum": ev["real"]["momentum"],
@@ -117,8 +115,9 @@ def main() -> None:
     runs = []
     for seed in seeds:
         for isa in isas:
-            r = run_child(args, seed, isa, out / f"{args.preset}-s{seed}-{isa}")
-            runs.append(dict(r, meta_seed=seed, isa=isa))
+            run_dir = out / f"{args.preset}-s{seed}-{isa}"
+            r = run_child(args, seed, isa, run_dir)
+            runs.append(dict(r, meta_seed=seed, isa=isa, worst_fall_after_200=worst_fall(run_dir)))
     result = {"machine": m, "preset": args.preset, "runs": runs, "ablation": {}}
     lines = [f"Machine: {describe(m)}. Each run: `gtn-nas meta-train --preset {args.preset} --seed S` "
              f"under the instruction set shown, then `gtn-nas evaluate` (its best checkpoint, "

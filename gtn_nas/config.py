@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from gtn_nas.errors import ConfigError, GtnError
 
 PRESETS = ("tiny", "cpu", "paper")
+MICRO_POOL = 8  # micro meta-training's default architecture pool (each genotype compiles anew)
 GTN_CHECKPOINTS = ("best", "last")  # which meta-parameters of a GTN run evaluate/search read
 C = TypeVar("C")
 
@@ -150,6 +151,11 @@ class MetaTrainConfig:
         _check_positive(self, "learner_width", "generator_hidden", optional=True)
         if not 0 < self.final_relative_lr <= 1:
             raise ConfigError(f"final_relative_lr must be in (0, 1], got {self.final_relative_lr}")
+        if self.learner == "micro" and not self.arch_pool:
+            # Each micro genotype has its own parameter shapes, so its own second-order program
+            # (about a minute to compile on 2 cores): a fresh one every step would compile every
+            # step. Meta-training draws from a fixed pool instead (--arch-pool to change it).
+            object.__setattr__(self, "arch_pool", MICRO_POOL)
         if self.remat == "nested" and self.inner_steps < 4:
             raise ConfigError("remat 'nested' needs at least 4 inner steps")
 

@@ -55,8 +55,20 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
     root = jax.random.PRNGKey(cfg.seed)
     keys = jnp.stack([jax.random.fold_in(root, i) for i in range(cfg.num_seeds)])
     archs = [source.sample(jax.random.fold_in(root, 10_000 + i)) for i in range(cfg.num_seeds)]
-    arch_axis = None if archs[0] is None else 0
-    archs = None if archs[0] is None else jnp.stack(archs)
+    # Fixed learners: no arch. NB201: int arrays, vmapped. Micro: static genotypes (their
+    # parameter shapes differ), so each seed's learner is its own program.
+    static = archs[0] is not None and not jax.tree_util.tree_leaves(archs[0])
+    arch_axis = None if archs[0] is None or static else 0
+    if not static:
+        archs = None if archs[0] is None else jnp.stack(archs)
+
+    def per_learner(fn, *args, **kw):
+        """fn over every seed's learner: one vmapped call, or one call per static genotype."""
+        if not static:
+            return jax.device_get(fn(keys, archs, *args, **kw))
+        parts = [jax.device_get(fn(keys[i:i + 1], archs[i], *args, **kw))
+                 for i in range(cfg.num_seeds)]
+        return tuple(np.concatenate(p) for p in zip(*parts))
 
     def both_scores(learner, st):
         return score(learner, st, *val, mean, std), score(learner, st, *test, mean, std)
@@ -82,11 +94,11 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
     results: list[dict[str, Any]] = []
     shorter = curve_steps(steps)[:-1] if cfg.curve else []
     with rep.progress("evaluate", total=1 + len(grid) + len(shorter)) as bar:
-        g_val, g_test = jax.device_get(gtn_scores(keys, archs))
+        g_val, g_test = per_learner(gtn_scores)
         bar.update(1, gtn_val=float(np.mean(g_val)))
         best = None
         for lr, mom in grid:
-            r_val, r_test = jax.device_get(real_scores(keys, archs, lr, mom))
+            r_val, r_test = per_learner(real_scores, lr, mom)
             row = {"lr": lr, "momentum": mom, "val_mean": float(np.mean(r_val)),
                    "val": r_val.tolist(), "test": r_test.tolist()}
             results.append(row)
@@ -98,9 +110,8 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         # their learned lr/momentum vs n real steps at the lr/momentum tuned for the full length.
         gtn_curve, real_curve = [], []
         for n in shorter:
-            gtn_curve.append(_stats(jax.device_get(gtn_scores(keys, archs, n=n))[1]))
-            real_curve.append(_stats(jax.device_get(
-                real_scores(keys, archs, best["lr"], best["momentum"], n=n))[1]))
+            gtn_curve.append(_stats(per_learner(gtn_scores, n=n)[1]))
+            real_curve.append(_stats(per_learner(real_scores, best["lr"], best["momentum"], n=n)[1]))
             bar.update(1, curve_steps=n)
     summary = {
         "gtn_run": str(cfg.gtn), "gtn_checkpoint": cfg.checkpoint, "gtn_outer_steps": gtn_step,

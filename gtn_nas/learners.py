@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gtn_nas.errors import ConfigError
 from gtn_nas.nn import MeanOnlyBN, WNConv, WNDense, leaky_relu
@@ -35,7 +36,9 @@ class Learner(NamedTuple):
 
 def learner_from_module(name: str, module: nn.Module, input_shape: Sequence[int]) -> Learner:
     """Wraps a Flax module taking ``(x, train)`` as a Learner for images of ``input_shape`` (HWC)."""
-    dummy = jnp.zeros((2, *input_shape))
+    # numpy, not jnp: a learner may be built while a jit traces (micro genotypes are built in the
+    # meta-step) and cached; a jnp constant made then would be that trace's tracer, leaked.
+    dummy = np.zeros((2, *input_shape), np.float32)
 
     def init(key: jax.Array) -> tuple[Params, State]:
         variables = module.init(key, dummy, train=True)

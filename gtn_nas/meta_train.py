@@ -176,7 +176,7 @@ import numpy as np  # noqa: E402
 
 from gtn_nas import plots  # noqa: E402
 from gtn_nas.checkpoint import Checkpointer  # noqa: E402
-from gtn_nas.errors import NonFiniteError  # noqa: E402
+from gtn_nas.errors import GtnError, NonFiniteError  # noqa: E402
 from gtn_nas.generator import make_generator  # noqa: E402
 from gtn_nas.runs import MetricsLog, NullLog, open_run_dir, write_json  # noqa: E402
 from gtn_nas.training import score, subset, train_on_teacher  # noqa: E402
@@ -223,6 +223,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     rep = reporter if (reporter is not None and main) else Reporter(quiet=True)
     mesh = dist.learner_mesh(cfg.devices, cfg.num_learners)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
+    _warn_schedule_change(cfg, rep)
     if main:
         run_dir, resumed = open_run_dir(cfg, cfg.out)
     else:
@@ -373,7 +374,10 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         rep.info(f"interrupted at outer step {step}; run the same command again to resume")
         raise KeyboardInterrupt
 
-    if last_val is None or cfg.eval_every == 0:
+    done_before = [r["val_acc"] for r in log.read() if r["step"] == step and "val_acc" in r]
+    if done_before:  # a finished run run again: its reading stands, no second row
+        last_val = done_before[-1]
+    elif last_val is None or cfg.eval_every == 0:
         last_val = validation_accuracy(step)
         log.write([{"step": step, "val_acc": last_val}])
         if best.val is None or last_val > best.val:
@@ -403,6 +407,23 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     ckpt.close()
     best.close()
     return summary
+
+
+def _warn_schedule_change(cfg: MetaTrainConfig, rep: Reporter) -> None:
+    """The meta-lr's cosine decay spans ``iterations``: resuming with another count reshapes it."""
+    from gtn_nas.config import load_config
+
+    path = Path(cfg.out) / "config.json"
+    if not (path.exists() and (Path(cfg.out) / "checkpoints").is_dir()):
+        return
+    try:
+        old = load_config(MetaTrainConfig, path)
+    except GtnError:
+        return  # open_run_dir reports it
+    if old.iterations != cfg.iterations:
+        rep.warn(f"resuming with --iterations {cfg.iterations} (was {old.iterations}): the "
+                 f"meta-lr's cosine decay now spans {cfg.iterations} steps, so the rest of this "
+                 f"run follows another schedule than a straight {cfg.iterations}-step run")
 
 
 DROP_REPORTED = 0.02  # validation falls of at least this much below the best so far are listed
@@ -472,7 +493,7 @@ def load_gtn(run_dir: str | Path, which: str = "best"
     no best yet) or ``last``. Non-finite parameters are refused: they can only teach noise.
     """
     from gtn_nas.config import GTN_CHECKPOINTS, load_config
-    from gtn_nas.data.base import NORMALISATION
+    from gtn_nas.data.base import IMAGE_SHAPES, NUM_CLASSES
     from gtn_nas.errors import CheckpointError, ConfigError
 
     if which not in GTN_CHECKPOINTS:
@@ -481,11 +502,16 @@ def load_gtn(run_dir: str | Path, which: str = "best"
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"{run_dir} is not a meta-training run (no config.json); "
                               "pass the --out directory of `gtn-nas meta-train`")
-    cfg = load_config(MetaTrainConfig, run_dir / "config.json")
-    shape = {"cifar10": (32, 32, 3)}.get(cfg.dataset, (28, 28, 1))
-    classes = 10
-    assert cfg.dataset in NORMALISATION
-    teacher = build_teacher(cfg, shape, classes)
+    try:
+        kind = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        kind = {}  # load_config says what is wrong with it
+    if isinstance(kind, dict) and kind and "inner_steps" not in kind:
+        what = "search" if "proxies" in kind else "retrain" if "epochs" in kind else "other"
+        raise CheckpointError(f"{run_dir} is not a meta-training run (its config.json is a "
+                              f"{what} run's); pass the --out directory of `gtn-nas meta-train`")
+    cfg = load_config(MetaTrainConfig, run_dir / "config.json")  # validated: a known dataset
+    teacher = build_teacher(cfg, IMAGE_SHAPES[cfg.dataset], NUM_CLASSES[cfg.dataset])
     folder = run_dir / "checkpoints"
     if which == "best" and (run_dir / "best" / "best.json").exists():
         folder = run_dir / "best"

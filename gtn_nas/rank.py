@@ -126,6 +126,7 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     store = _open_store(cfg.search)
     try:
         rows = store.rows()
+        dataset = store.get_meta("id.dataset")
     finally:
         store.close()
     if not rows:
@@ -135,6 +136,11 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         if spaces != {"nb201"}:
             raise ConfigError(f"--truth nb201 ranks NB201 searches; {cfg.search} searched "
                               f"{', '.join(sorted(spaces))}")
+        if dataset is not None and dataset != "cifar10":
+            raise ConfigError(
+                f"--truth nb201 is NAS-Bench-201's table of networks trained on CIFAR-10/100 and "
+                f"ImageNet16-120; {cfg.search} scored architectures on {dataset}; rank it "
+                "against a longer real-data search instead (--truth DIR:real)")
         truth = nb201_truth(cfg.data_dir, cfg.truth_column)
         label = f"NB201 {cfg.truth_column} test accuracy"
     else:

@@ -119,7 +119,13 @@ MAX_PROGRAMS = 16
 
 
 def _cached_program(cache_key: tuple, build: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
-    """(program, seconds compiling it now): from ``_PROGRAMS``, or built by ``build()`` and kept."""
+    """(program, seconds compiling it now): from ``_PROGRAMS``, or built by ``build()`` and kept.
+
+    Keys name everything a program bakes in; the convolution form, read from $GTN_NAS_CONV at
+    trace time, is added here for all of them."""
+    from gtn_nas.nn.spatial import conv_setting
+
+    cache_key = (*cache_key, ("conv", conv_setting()))
     if cache_key in _PROGRAMS:
         _PROGRAMS.move_to_end(cache_key)
         return _PROGRAMS[cache_key], 0.0
@@ -198,8 +204,8 @@ class Scorer:
         the inner loop is a scan), and the seconds spent compiling it now (0 when cached)."""
         c, n, shape = self.sizes["channels"], self.sizes["cells"], tuple(self.sizes["input_shape"])
         cache_key = (proxy, "shared", self.space.name, c, n, shape, self.classes, self.teacher,
-                     self.steps, self.real_steps, self.real_batch, self.mean, self.std,
-                     self.chunk, self._args_sig)
+                     self.steps, self.real_steps, self.real_batch, self.cfg.real_schedule,
+                     self.mean, self.std, self.chunk, self._args_sig)
 
         def build():
             fn = self._proxy_fn(proxy, self._learner_of(None, shared=True))

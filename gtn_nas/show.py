@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gtn_nas import plots
-from gtn_nas.errors import CheckpointError
+from gtn_nas.errors import CheckpointError, GtnError
 from gtn_nas.runs import read_json, read_jsonl
 
 
@@ -28,8 +28,14 @@ def kind_of(run_dir: Path) -> str:
         return "search"
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
-        head = metrics.read_text()[:4000]
-        return "meta-train" if "meta_loss" in head else "retrain"
+        try:  # the config says it best; the metrics rows (any readable one) otherwise
+            config = read_json(run_dir / "config.json")
+            if isinstance(config, dict) and ("inner_steps" in config or "epochs" in config):
+                return "meta-train" if "inner_steps" in config else "retrain"
+        except GtnError:
+            pass
+        rows = read_jsonl(metrics)
+        return "meta-train" if any("meta_loss" in r for r in rows) else "retrain"
     raise CheckpointError(f"{run_dir} is not a gtn-nas run directory (no metrics.jsonl or "
                           "results.sqlite); give the --out of meta-train, search or retrain")
 

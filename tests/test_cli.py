@@ -4,7 +4,6 @@ user errors are one `error:` line with exit code 2, and one real run end to end.
 
 import json
 
-import jax
 import pytest
 from typer.testing import CliRunner
 
@@ -201,3 +200,27 @@ def test_curve_steps_are_powers_of_two_then_the_length():
     assert curve_steps(32) == [1, 2, 4, 8, 16, 32]
     assert curve_steps(5) == [1, 2, 4, 5]
     assert curve_steps(1) == [1]
+
+
+@pytest.mark.parametrize("command", ["meta-train", "evaluate", "search", "rank", "retrain"])
+def test_every_config_field_is_a_flag(command):
+    """Options and config dataclasses cannot drift apart: each field a user may set has a flag
+    (under its own name, or the one alias listed here), and each flag reaches a field."""
+    import dataclasses
+
+    from typer.main import get_command
+
+    from gtn_nas.config import RankConfig, SearchConfig
+    from gtn_nas.retrain import RetrainConfig
+
+    cls = {"meta-train": MetaTrainConfig, "evaluate": EvaluateConfig, "search": SearchConfig,
+           "rank": RankConfig, "retrain": RetrainConfig}[command]
+    aliases = {"proxy": "proxies", "arch": "archs", "search_dir": "search"}
+    not_fields = {"quiet", "json_", "eval_only"}  # output switches and retrain's reload mode
+    flags = {p.name for p in get_command(cli.app).commands[command].params}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if command == "retrain":
+        aliases.pop("arch")  # retrain's --arch is its `arch` field
+    named = {aliases.get(f, f) for f in flags - not_fields}
+    assert fields - named == set(), f"fields without a flag: {sorted(fields - named)}"
+    assert named - fields == set(), f"flags without a field: {sorted(named - fields)}"

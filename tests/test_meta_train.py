@@ -119,6 +119,28 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, fake_mnis
     assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
     for r, q in zip(rows, ref_rows):
         assert r.get("meta_loss", 0) == pytest.approx(q.get("meta_loss", 0), rel=1e-5)
+    # Run once more, finished: nothing trains and no second validation row is added.
+    again = meta_train(tiny(out, fake_mnist))
+    assert again["validation_accuracy"] == summary["validation_accuracy"]
+    assert [r["step"] for r in _rows(out)] == [r["step"] for r in ref_rows]
+
+
+class Warnings(Reporter):
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.warnings = []
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+def test_resuming_with_more_iterations_warns_of_the_new_schedule(tmp_path, fake_mnist,
+                                                                 reference_run):
+    out = tmp_path / "longer"
+    shutil.copytree(reference_run[0], out)
+    rep = Warnings()
+    meta_train(tiny(out, fake_mnist, iterations=8), reporter=rep)
+    assert any("--iterations 8 (was 6)" in w and "cosine" in w for w in rep.warnings)
 
 
 def _corrupt_latest(run_dir, how):

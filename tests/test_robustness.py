@@ -17,7 +17,7 @@ from gtn_nas import meta_train as mt
 from gtn_nas.checkpoint import Checkpointer
 from gtn_nas.config import EvaluateConfig, MetaTrainConfig, RankConfig, build_config
 from gtn_nas.data import load_dataset
-from gtn_nas.errors import CheckpointError, ConfigError, NonFiniteError
+from gtn_nas.errors import ConfigError
 from gtn_nas.evaluate import evaluate
 from gtn_nas.generator import make_generator
 from gtn_nas.teacher import Teacher

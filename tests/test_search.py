@@ -291,3 +291,40 @@ def test_shared_scan_program_scores_like_exact(uninterrupted, gtn_run, fake_mnis
     for col in ("gtn_score", "real_score"):
         np.testing.assert_allclose([r[col] for r in scan], [r[col] for r in exact], atol=1 / 16)
     assert [r["gtn_compile_s"] > 0 for r in scan] == [True, False, False]
+
+
+def test_compiled_programs_are_keyed_on_all_they_bake_in(gtn_run, fake_mnist, tmp_path,
+                                                          monkeypatch):
+    """The accelerator's whole-proxy program bakes in the real-data lr schedule and the
+    convolution form ($GTN_NAS_CONV): a search that changes either compiles anew instead of
+    reusing the other's program (a cosine ground truth silently equal to a constant-lr proxy)."""
+    from gtn_nas import search as search_mod
+
+    monkeypatch.setattr(search_mod.jax, "default_backend", lambda: "gpu")
+    kw = dict(budget=1, program="shared", proxies=("real",))
+    first = lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "a", **kw))
+    assert _rows(tmp_path / "a")[0]["real_compile_s"] > 0
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "b", **kw))
+    assert _rows(tmp_path / "b")[0]["real_compile_s"] == 0  # same program: cached
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "c", real_schedule="cosine", **kw))
+    assert _rows(tmp_path / "c")[0]["real_compile_s"] > 0
+    monkeypatch.setenv("GTN_NAS_CONV", "slices")
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "d", **kw))
+    assert _rows(tmp_path / "d")[0]["real_compile_s"] > 0
+    assert first["architectures"] == 1
+
+
+def test_rank_refuses_the_nb201_table_for_an_mnist_search(uninterrupted):
+    out, _ = uninterrupted
+    line = _one_error(runner.invoke(cli.app, ["rank", str(out), "--truth", "nb201"]))
+    assert "on mnist" in line and "--truth DIR:real" in line
+    assert not (out / "rank.json").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "search"])
+def test_a_search_directory_is_not_a_gtn_run(uninterrupted, command, tmp_path):
+    out, _ = uninterrupted
+    args = ["--gtn", str(out)] + (["--out", str(tmp_path / "s"), "--budget", "1"]
+                                  if command == "search" else [])
+    line = _one_error(runner.invoke(cli.app, [command, *args, "--quiet"]))
+    assert "is not a meta-training run" in line and "search run" in line

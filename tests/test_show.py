@@ -54,3 +54,16 @@ def test_show_of_a_folder_that_is_not_a_run(tmp_path):
     assert res.stderr.startswith("error: ") and "not a gtn-nas run directory" in res.stderr
     res = runner.invoke(cli.app, ["show", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def test_a_meta_train_run_with_a_damaged_first_line_is_still_one(tmp_path):
+    run = tmp_path / "gtn"
+    run.mkdir()
+    rows = "".join(json.dumps({"step": s, "meta_loss": 1.0, "finite": True, "pad": "x" * 5000}) + "\n"
+                   for s in (1, 2))
+    (run / "metrics.jsonl").write_text('{"step": 0, "pad": "' + "x" * 5000 + "\n" + rows)  # cut
+    assert kind_of(run) == "meta-train"  # from the readable rows, though the head is damaged
+    (run / "config.json").write_text(json.dumps({"inner_steps": 32}))
+    assert kind_of(run) == "meta-train"
+    (run / "config.json").write_text(json.dumps({"epochs": 3}))
+    assert kind_of(run) == "retrain"  # the config decides

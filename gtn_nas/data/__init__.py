@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gtn_nas.data import raw, tfds_source
-from gtn_nas.data.base import DATASETS, NORMALISATION, TRAIN_SIZES, Dataset, Split, normalize
+from gtn_nas.data.base import (DATASETS, IMAGE_SHAPES, NORMALISATION, TRAIN_SIZES, Dataset, Split,
+                               normalize)
 from gtn_nas.errors import DataError
 
 ENV_DATA_DIR = "GTN_NAS_DATA_DIR"
 ENV_CACHE_DIR = "GTN_NAS_CACHE_DIR"
-EXPECTED_SHAPE = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+EXPECTED_SHAPE = IMAGE_SHAPES
 RAW_HINT = {
     "mnist": "the four IDX files train-images-idx3-ubyte.gz ... t10k-labels-idx1-ubyte.gz "
              "(https://yann.lecun.com/exdb/mnist/ or any mirror)",
@@ -76,7 +77,7 @@ def _read_raw(name: str, data_dir: Path):
             if found is None:
                 found = _cached(name, folder, raw.read_image_folder)
         else:
-            found = raw.read_idx_folder(folder)
+            found = raw.read_idx_folder(folder, name)
         if found is not None:
             return found, f"raw files in {folder}"
     return None, None
@@ -123,9 +124,17 @@ def split_train(x: np.ndarray, y: np.ndarray, train_size: int, seed: int) -> tup
     return Split(x[tr], y[tr]), Split(x[va], y[va])
 
 
+MIN_SPLIT = {"train": 2, "validation": 1, "test": 1}  # below these, accuracies are NaN or noise
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None, split_seed: int = 0) -> Dataset:
     xtr, ytr, xte, yte, source = read_arrays(name, data_dir)
     train, validation = split_train(xtr, ytr, TRAIN_SIZES[name], split_seed)
+    sizes = {"train": len(train), "validation": len(validation), "test": len(yte)}
+    small = [f"{k} {v} (need {MIN_SPLIT[k]})" for k, v in sizes.items() if v < MIN_SPLIT[k]]
+    if small:
+        raise DataError(f"{name} from {source} is too small to train and validate on: "
+                        f"{', '.join(small)} images")
     mean, std = NORMALISATION[name]
     return Dataset(name, train, validation, Split(xte, yte), mean, std, 10, source)
 

@@ -17,6 +17,9 @@ NORMALISATION = {
 # Paper's train/validation sizes; the rest of the official training set is validation.
 TRAIN_SIZES = {"mnist": 50_000, "fashion_mnist": 50_000, "cifar10": 45_000}
 DATASETS = tuple(NORMALISATION)
+# What a GTN of each data set generates and classifies: known without reading the data.
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,29 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# sha256 of the official files' decompressed bytes (the same files tfds checksums). The two data
+# sets share file names, so a folder of one given for the other would load silently without this.
+KNOWN_IDX = {
+    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db": ("mnist", IDX_FILES[0]),
+    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5": ("mnist", IDX_FILES[1]),
+    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7": ("mnist", IDX_FILES[2]),
+    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2": ("mnist", IDX_FILES[3]),
+    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888": ("fashion_mnist", IDX_FILES[0]),
+    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9": ("fashion_mnist", IDX_FILES[1]),
+    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b": ("fashion_mnist", IDX_FILES[2]),
+    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34": ("fashion_mnist", IDX_FILES[3]),
+}
+
+
+def check_identity(data: bytes, path: Path, name: str | None, stem: str) -> None:
+    """Refuses a standard file of another data set (or another split); unknown files pass."""
+    import hashlib
+
+    known = KNOWN_IDX.get(hashlib.sha256(data).hexdigest())
+    if name is None or known is None or known == (name, stem):
+        return
+    raise DataError(f"{path} is {known[0]}'s {known[1]}, not {name}'s {stem}; point --data-dir "
+                    f"at the {name} files")
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -60,15 +83,20 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def read_idx_folder(folder: Path) -> Arrays | None:
-    """The four IDX files (``.gz`` or uncompressed); None if none is present, an error if some are."""
+def read_idx_folder(folder: Path, name: str | None = None) -> Arrays | None:
+    """The four IDX files (``.gz`` or uncompressed); None if none is present, an error if some are.
+
+    ``name``: the data set asked for; the official files of another one are refused."""
     paths = [_find_idx(folder, s) for s in IDX_FILES]
     if not any(paths):
         return None
     missing = [s + ".gz" for s, p in zip(IDX_FILES, paths) if p is None]
     if missing:
         raise DataError(f"{folder} has only some of the IDX files; missing {', '.join(missing)}")
-    xtr, ytr, xte, yte = (parse_idx(_read_bytes(p), p) for p in paths)
+    contents = [_read_bytes(p) for p in paths]
+    for data, p, stem in zip(contents, paths, IDX_FILES):
+        check_identity(data, p, name, stem)
+    xtr, ytr, xte, yte = (parse_idx(data, p) for data, p in zip(contents, paths))
     for x, y, p in ((xtr, ytr, paths[0]), (xte, yte, paths[2])):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{p}: {len(x)} images but {len(y)} labels; the files do not belong together")

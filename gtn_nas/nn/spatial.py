@@ -26,13 +26,19 @@ CONV_IMPLS = ("auto", "xla", "slices")
 Padding = str | Sequence[tuple[int, int]]
 
 
-def use_slices(preferred: bool) -> bool:
-    """Whether ``conv2d`` computes as slices now, for a module that prefers them or not."""
+def conv_setting() -> str:
+    """$GTN_NAS_CONV, checked: read at trace time, so caches of compiled programs key on it."""
     impl = os.environ.get("GTN_NAS_CONV", "auto")
     if impl not in CONV_IMPLS:
         from gtn_nas.errors import ConfigError
 
         raise ConfigError(f"GTN_NAS_CONV must be one of {', '.join(CONV_IMPLS)}, got {impl!r}")
+    return impl
+
+
+def use_slices(preferred: bool) -> bool:
+    """Whether ``conv2d`` computes as slices now, for a module that prefers them or not."""
+    impl = conv_setting()
     if impl == "auto":
         return preferred and jax.default_backend() == "cpu"
     return impl == "slices"
