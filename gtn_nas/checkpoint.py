@@ -8,6 +8,7 @@ freshly initialised state of the same config) when restoring.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,31 @@ import numpy as np
 from gtn_nas.errors import CheckpointError
 
 logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's own error lines duplicate ours
+
+
+def _closed_loop(exc) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """During and after a failed restore, tensorstore's pending reads call back into orbax's asyncio loop
+    once it is closed, and each prints a RuntimeError traceback (through sys.excepthook from
+    its threads, or as an unraisable exception) around our one-line error. Those, and only
+    those, are dropped."""
+    if getattr(sys.excepthook, "_gtn_quiet", False):
+        return
+    except_hook, unraisable_hook = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind, exc, tb):
+        if not _closed_loop(exc):
+            except_hook(kind, exc, tb)
+
+    def unraisablehook(unraisable):
+        if not _closed_loop(unraisable.exc_value):
+            unraisable_hook(unraisable)
+
+    excepthook._gtn_quiet = True  # type: ignore[attr-defined]
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 class Checkpointer:
@@ -61,6 +87,7 @@ class Checkpointer:
         leaves, treedef = jax.tree_util.tree_flatten(like)
         target = {"leaves": [np.zeros(np.shape(x), np.asarray(x).dtype) for x in leaves]}
         where = self.directory / str(step)
+        _quiet_closed_loop_callbacks()  # before: the callbacks may fire while restore fails
         try:
             restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(target))
         except Exception as e:  # orbax raises many types for unreadable data

@@ -19,7 +19,7 @@ import numpy as np
 
 from gtn_nas.config import EvaluateConfig
 from gtn_nas.errors import ConfigError
-from gtn_nas.runs import write_json
+from gtn_nas.runs import check_writable, write_json
 from gtn_nas.training import score, train_on_real, train_on_teacher
 from gtn_nas.ui import Reporter
 
@@ -41,6 +41,7 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
 
     rep = reporter or Reporter(quiet=True)
     mcfg, teacher, meta, gtn_step = load_gtn(cfg.gtn, cfg.checkpoint)
+    out = check_writable(Path(cfg.out) if cfg.out else Path(cfg.gtn) / "evaluate.json", is_file=True)
     steps = cfg.steps or mcfg.inner_steps
     if steps > mcfg.inner_steps:
         raise ConfigError(f"--steps {steps} exceeds the GTN's curriculum length {mcfg.inner_steps}")
@@ -127,7 +128,6 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         "wall_seconds": round(time.time() - t0, 1),
     }
     summary["gtn_minus_real_test"] = summary["gtn"]["test"]["mean"] - summary["real"]["test"]["mean"]
-    out = Path(cfg.out) if cfg.out else Path(cfg.gtn) / "evaluate.json"
     write_json(out, summary)
     pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"  # noqa: E731
     rep.table(f"{mcfg.dataset}: {steps} inner steps, {cfg.num_seeds} fresh learners ({source.name})", [

@@ -24,7 +24,7 @@ import numpy as np
 
 from gtn_nas.config import RankConfig
 from gtn_nas.errors import ConfigError, DataError
-from gtn_nas.runs import write_json
+from gtn_nas.runs import check_writable, write_json
 from gtn_nas.store import Store, score_column
 from gtn_nas.ui import Reporter
 
@@ -123,6 +123,7 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     from gtn_nas import plots
 
     rep = reporter or Reporter(quiet=True)
+    check_writable(Path(cfg.out) if cfg.out else Path(cfg.search) / "rank.json", is_file=True)
     store = _open_store(cfg.search)
     try:
         rows = store.rows()

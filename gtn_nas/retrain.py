@@ -53,7 +53,7 @@ import optax
 from gtn_nas.checkpoint import Checkpointer
 from gtn_nas.config import PRESETS, _check_choice, _check_positive, check_numbers, load_config
 from gtn_nas.errors import ArchitectureError, CheckpointError, ConfigError, DataError, NonFiniteError
-from gtn_nas.runs import MetricsLog, open_run_dir, read_json, write_json
+from gtn_nas.runs import MetricsLog, check_writable, open_run_dir, read_json, write_json
 from gtn_nas.ui import Reporter
 
 Params = Any  # pytree of arrays
@@ -605,6 +605,7 @@ def retrain(cfg: RetrainConfig, reporter: Reporter | None = None) -> dict[str, A
     """Runs (or resumes) `gtn-nas retrain`: one architecture, or the best ``cfg.top`` of a search
     one after another. Returns the summary (also written as summary.json)."""
     rep = reporter or Reporter(quiet=True)
+    check_writable(cfg.out)
     specs = resolve_archs(cfg.arch, cfg.space, cfg.top)
     data = _load_data(cfg)
     if cfg.top is None:

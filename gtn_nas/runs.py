@@ -24,9 +24,27 @@ RESUMABLE_KEYS = {"data_dir", "log_every", "eval_every", "checkpoint_every", "sa
                   "meta_lr", "grad_clip", "spike_factor", "rollback_drop"}
 
 
+def check_writable(path: str | Path, is_file: bool = False) -> Path:
+    """Refuses, before any work, an output that cannot be written: ``path`` (a folder, or with
+    ``is_file`` a file) or its nearest existing ancestor is of the wrong kind or not writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() == is_file:
+        raise ConfigError(f"{path} is a {'folder' if is_file else 'file'}; give "
+                          f"{'a file path' if is_file else 'a folder'} to write to")
+    folder = path.parent if is_file else path
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: {ancestor} is not writable")
+    return path
+
+
 def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] = RESUMABLE_KEYS) -> tuple[Path, bool]:
     """Creates ``out`` with its config.json, or checks an existing one matches. Returns (dir, resumed)."""
-    run_dir = Path(out)
+    run_dir = check_writable(out)
     path = run_dir / "config.json"
     if path.exists():
         old = load_config(type(cfg), path)

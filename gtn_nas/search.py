@@ -44,7 +44,7 @@ import numpy as np
 
 from gtn_nas.config import SearchConfig, build_config
 from gtn_nas.errors import CheckpointError, ConfigError
-from gtn_nas.runs import open_run_dir, write_atomic, write_json
+from gtn_nas.runs import check_writable, open_run_dir, write_atomic, write_json
 from gtn_nas.store import Row, Store, score_column
 from gtn_nas.ui import Reporter
 
@@ -76,6 +76,16 @@ def genotype_at(space, cfg: SearchConfig, index: int):
     if cfg.archs:
         return space.from_str(cfg.archs[index])
     return space.sample(architecture_keys(cfg.seed, index)[0])
+
+
+def _check_gtn(cfg: SearchConfig) -> None:
+    """The search's GTN loads, is finite and matches ``--dataset``: before anything is written."""
+    from gtn_nas.meta_train import load_gtn
+
+    mcfg = load_gtn(cfg.gtn, cfg.checkpoint)[0]
+    if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
+        raise ConfigError(f"the GTN in {cfg.gtn} was meta-trained on {mcfg.dataset}, not "
+                          f"{cfg.dataset}; search with a GTN of {cfg.dataset} or drop --dataset")
 
 
 def _load_gtn(gtn_dir: str, step: int | None, which: str = "best"):
@@ -354,6 +364,9 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
 
     rep = reporter or Reporter(quiet=True)
     space = get_space(cfg.space)
+    if not worker:  # a refused GTN or dataset must leave nothing behind to block the fixed command
+        check_writable(cfg.out)
+        _check_gtn(cfg)
     if worker:
         run_dir, resumed = Path(cfg.out), True
     else:

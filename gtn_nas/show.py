@@ -20,7 +20,7 @@ import numpy as np
 
 from gtn_nas import plots
 from gtn_nas.errors import CheckpointError, GtnError
-from gtn_nas.runs import read_json, read_jsonl
+from gtn_nas.runs import check_writable, read_json, read_jsonl
 
 
 def kind_of(run_dir: Path) -> str:
@@ -110,6 +110,6 @@ def show(run_dir: str | Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} does not exist; give the --out directory of a run")
     kind = kind_of(run_dir)
-    out = run_dir / "plots"
+    out = check_writable(run_dir / "plots")
     written = {"meta-train": _meta_train, "search": _search, "retrain": _retrain}[kind](run_dir, out)
     return {"run_dir": str(run_dir), "kind": kind, "plots": [str(p) for p in written]}

@@ -47,3 +47,91 @@ def test_a_dataset_too_small_to_validate_on_is_an_error(tmp_path):
         _write_idx(tmp_path / "mnist" / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(n))
     with pytest.raises(DataError, match=r"too small .*validation 0 \(need 1\)"):
         load_dataset("mnist", tmp_path)
+
+
+# ----------------------------------------------------------------------------- outputs, errors
+
+from typer.testing import CliRunner  # noqa: E402
+
+import cli  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def gtn_run(tmp_path_factory, fake_mnist):
+    from gtn_nas.meta_train import meta_train
+
+    out = tmp_path_factory.mktemp("gtn") / "run"
+    meta_train(build_config(MetaTrainConfig, "meta-train", "tiny",
+                            dict(out=str(out), data_dir=str(fake_mnist), iterations=2,
+                                 eval_every=0, checkpoint_every=2, log_every=1)))
+    return out
+
+
+def _error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["meta-train", "search", "evaluate", "retrain", "rank", "show"])
+def test_an_output_that_cannot_be_written_is_refused_first(command, gtn_run, fake_mnist, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    data = ["--data-dir", str(fake_mnist)]
+    args = {
+        "meta-train": ["meta-train", "--preset", "tiny", "--out", str(blocker), *data],
+        "search": ["search", "--gtn", str(gtn_run), "--preset", "tiny", "--out",
+                   str(blocker / "s"), *data],
+        "evaluate": ["evaluate", "--gtn", str(gtn_run), "--out", str(tmp_path), *data],
+        "retrain": ["retrain", "--preset", "tiny", "--arch",
+                    "|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|", "--out",
+                    str(blocker / "r"), *data],
+        "rank": ["rank", str(tmp_path / "search"), "--out", str(blocker / "rank.json")],
+        "show": ["show", str(gtn_run)],
+    }[command]
+    if command == "show":
+        (gtn_run / "plots").mkdir(exist_ok=True)
+        (gtn_run / "plots").rmdir()
+        (gtn_run / "plots").write_text("in the way")
+    try:
+        line = _error(runner.invoke(cli.app, args + ["--quiet"] * (command != "show")))
+    finally:
+        if command == "show":
+            (gtn_run / "plots").unlink()
+    assert "is a file" in line or "is a folder" in line
+
+
+def test_a_search_refused_for_its_gtn_writes_nothing(gtn_run, fake_mnist, tmp_path):
+    out = tmp_path / "search"
+    line = _error(runner.invoke(cli.app, ["search", "--gtn", str(gtn_run), "--dataset",
+                                          "fashion_mnist", "--preset", "tiny", "--out", str(out),
+                                          "--data-dir", str(fake_mnist), "--quiet"]))
+    assert "meta-trained on mnist, not fashion_mnist" in line
+    assert not out.exists()  # so the corrected command is not refused as a config change
+
+
+def test_a_corrupt_checkpoint_is_one_line_on_stderr(gtn_run, fake_mnist, tmp_path):
+    """orbax/tensorstore used to print asyncio 'Event loop is closed' tracebacks around it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    shutil.copytree(gtn_run, run)
+    shutil.rmtree(run / "best", ignore_errors=True)
+    step = max((p for p in (run / "checkpoints").iterdir() if p.name.isdigit()),
+               key=lambda p: int(p.name))
+    biggest = max((f for f in step.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    done = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "evaluate", "--gtn", str(run),
+         "--data-dir", str(fake_mnist), "--quiet"], capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[1], env=dict(os.environ, GTN_NAS_XLA_CACHE=""))
+    assert done.returncode == 2
+    lines = [l for l in done.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "unreadable" in lines[0], done.stderr

@@ -300,7 +300,10 @@ def test_compiled_programs_are_keyed_on_all_they_bake_in(gtn_run, fake_mnist, tm
     reusing the other's program (a cosine ground truth silently equal to a constant-lr proxy)."""
     from gtn_nas import search as search_mod
 
+    import collections
+
     monkeypatch.setattr(search_mod.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(search_mod, "_PROGRAMS", collections.OrderedDict())  # other tests' too
     kw = dict(budget=1, program="shared", proxies=("real",))
     first = lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "a", **kw))
     assert _rows(tmp_path / "a")[0]["real_compile_s"] > 0
