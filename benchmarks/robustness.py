@@ -53,10 +53,13 @@ def run_one(out: Path, variant: str, seed: int, isa: str, data_dir, iterations) 
     vals = [(r["step"], r["val_acc"]) for r in rows if "val_acc" in r]
     worst_drop = worst_fall(out)
     norms = [r["grad_norm"] for r in rows if "grad_norm" in r]
+    moms = [r["mom_max"] for r in rows if "mom_max" in r]
+    lrs = [r["lr_max"] for r in rows if "lr_max" in r]
     return {"variant": variant, "seed": seed, "isa": isa, "final_val": s["validation_accuracy"],
             "best_val": s.get("best_validation_accuracy"), "worst_drop_after_200": worst_drop,
             "spikes": s.get("meta_gradient_spikes", 0), "rollbacks": len(s.get("rollbacks", [])),
             "max_grad_norm": max(norms) if norms else None, "wall_s": s["wall_seconds"],
+            "max_momentum": max(moms), "max_lr": max(lrs),
             "val_curve": vals}
 
 
@@ -81,15 +84,16 @@ def main() -> None:
                 runs.append(run_one(out, variant, seed, isa, args.data_dir, args.iterations))
     lines = [f"Machine: {describe(m)}.", "",
              "| variant | seed | ISA | final val % | best val % | worst fall after 200 (pts) "
-             "| spikes | rollbacks | max meta-grad norm | wall |", "|---" * 10 + "|"]
+             "| spikes | rollbacks | max meta-grad norm | largest step momentum / lr | wall |",
+             "|---" * 11 + "|"]
     for r in runs:
         if r.get("failed"):
-            lines.append(f"| {r['variant']} | {r['seed']} | {r['isa']} | failed | | | | | | |")
+            lines.append(f"| {r['variant']} | {r['seed']} | {r['isa']} | failed | | | | | | | |")
             continue
         lines.append(f"| {r['variant']} | {r['seed']} | {r['isa']} | {100 * r['final_val']:.2f} "
                      f"| {100 * r['best_val']:.2f} | {100 * r['worst_drop_after_200']:.1f} "
                      f"| {r['spikes']} | {r['rollbacks']} | {r['max_grad_norm']:.3g} "
-                     f"| {r['wall_s'] / 60:.1f} min |")
+                     f"| {r['max_momentum']:.2f} / {r['max_lr']:.2f} | {r['wall_s'] / 60:.1f} min |")
     lines += ["", "| variant | runs | final val % min / median / max | runs with a fall > 5 pts |",
               "|---|---|---|---|"]
     for variant in args.variants.split(","):

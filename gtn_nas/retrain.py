@@ -77,7 +77,7 @@ class RetrainConfig:
     arch: str = ""
     space: str | None = None  # nb201 | micro; None: inferred from the string or the JSON file
     top: int | None = None  # retrain the best `top` architectures of the search directory `arch`
-    dataset: str = "mnist"
+    dataset: str | None = None  # None: the search's, for a top/NN.json or search dir; else mnist
     data_dir: str | None = None
     preset: str = "cpu"
     channels: int | None = None  # C of the first stage
@@ -112,10 +112,11 @@ class RetrainConfig:
         from gtn_nas.data.base import DATASETS
 
         check_numbers(self, {"epochs": 100_000})
-        _check_choice("dataset", self.dataset, DATASETS)
+        if self.dataset is not None:
+            _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("preset", self.preset, PRESETS)
         _check_choice("augment", self.augment, AUGMENTS)
-        if self.augment == "auto":
+        if self.augment == "auto" and self.dataset is not None:
             object.__setattr__(self, "augment", "crop_flip" if self.dataset == "cifar10" else "none")
         if self.space is not None:
             from search_spaces import get_space
@@ -182,7 +183,12 @@ class ArchSpec:
     space: str
     origin: str
     rank: int = 1
+    dataset: str | None = None  # what the search scored it on (a search's JSON or leaderboard)
+    channels: int | None = None  # the sizes it was scored at
+    cells: int | None = None
 
+
+from gtn_nas.data.base import DATASETS as DATASETS_KNOWN  # noqa: E402
 
 _ARCH_KEYS = ("arch", "genotype", "architecture", "arch_str", "genotype_str")
 _SPACE_KEYS = ("space", "search_space")
@@ -235,7 +241,11 @@ def _spec_from_mapping(obj: Any, where: str, space: str | None, rank: int) -> Ar
         genotype, name = parse_arch(value, given)
     except ArchitectureError as e:
         raise ArchitectureError(f"{where}: {e}") from None
-    return ArchSpec(genotype.to_str(), name, where, rank)
+    sizes = obj.get("sizes") if isinstance(obj.get("sizes"), dict) else {}
+    dataset = obj.get("dataset") if obj.get("dataset") in DATASETS_KNOWN else None
+    whole = lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None  # noqa: E731
+    return ArchSpec(genotype.to_str(), name, where, rank, dataset, whole(sizes.get("channels")),
+                    whole(sizes.get("cells")))
 
 
 def _rank_of(path: Path, default: int) -> int:
@@ -594,11 +604,22 @@ def _dataset_shape(name: str) -> tuple[int, int, int]:
 # Driver
 
 
-def _load_data(cfg: RetrainConfig):
+def _load_data(cfg: RetrainConfig, cache: dict | None = None):
     from gtn_nas.data import load_dataset
 
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
-    return data
+    cache = {} if cache is None else cache
+    if cfg.dataset not in cache:
+        cache[cfg.dataset] = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
+    return cache[cfg.dataset]
+
+
+def for_spec(cfg: RetrainConfig, spec: ArchSpec, **changes) -> RetrainConfig:
+    """``cfg`` for one architecture: what the user gave wins; else the data set and sizes its
+    search scored it at (a CIFAR-10 search's winner is retrained on CIFAR-10), else defaults."""
+    return resolve_sizes(dataclasses.replace(
+        cfg, arch=spec.arch, space=spec.space, dataset=cfg.dataset or spec.dataset or "mnist",
+        channels=cfg.channels if cfg.channels is not None else spec.channels,
+        cells=cfg.cells if cfg.cells is not None else spec.cells, **changes))
 
 
 def retrain(cfg: RetrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -607,21 +628,21 @@ def retrain(cfg: RetrainConfig, reporter: Reporter | None = None) -> dict[str, A
     rep = reporter or Reporter(quiet=True)
     check_writable(cfg.out)
     specs = resolve_archs(cfg.arch, cfg.space, cfg.top)
-    data = _load_data(cfg)
+    datasets: dict = {}
     if cfg.top is None:
         (spec,) = specs
-        one = resolve_sizes(dataclasses.replace(cfg, arch=spec.arch, space=spec.space))
-        return retrain_one(one, data, rep, origin=spec.origin)
+        one = for_spec(cfg, spec)
+        return retrain_one(one, _load_data(one, datasets), rep, origin=spec.origin)
     if len(specs) < cfg.top:
         rep.warn(f"{cfg.arch} lists only {len(specs)} architectures; retraining those")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     for spec in specs:
-        sub = resolve_sizes(dataclasses.replace(cfg, arch=spec.arch, space=spec.space, top=None,
-                                                out=str(out / f"{spec.rank:02d}")))
+        sub = for_spec(cfg, spec, top=None, out=str(out / f"{spec.rank:02d}"))
         rep.info(f"[bold]rank {spec.rank}[/]: {spec.arch}")
-        runs.append({"rank": spec.rank, **retrain_one(sub, data, rep, origin=spec.origin)})
+        runs.append({"rank": spec.rank, **retrain_one(sub, _load_data(sub, datasets), rep,
+                                                     origin=spec.origin)})
     summary = {"out": str(out), "search": cfg.arch, "top": cfg.top, "runs": runs,
                "best_rank": max(runs, key=lambda r: r["best_val_acc"])["rank"]}
     write_json(out / "summary.json", summary)

@@ -362,6 +362,7 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
 
     from gtn_nas.data import load_dataset
 
+    started = time.time()  # --time-budget bounds the whole invocation, worker processes included
     rep = reporter or Reporter(quiet=True)
     space = get_space(cfg.space)
     if not worker:  # a refused GTN or dataset must leave nothing behind to block the fixed command
@@ -377,13 +378,14 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
         run_workers(cfg, rep, run_dir, *shard_of(cfg))
     store = Store(run_dir / "results.sqlite")
     try:
-        return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset, worker)
+        return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset, worker,
+                       started)
     finally:
         store.close()
 
 
 def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row, load_dataset,
-            worker: bool = False):
+            worker: bool = False, started: float | None = None):
     mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"),
                                               cfg.checkpoint)
     if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
@@ -429,11 +431,12 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
                key=lambda r: r[score_column(primary)], default=None)
     new_rows: list[Row] = []
     t_start = time.time()
+    started = t_start if started is None else started
     interrupted = False
     try:
         with rep.progress("search", total=total, completed=completed) as bar:
             for i in _indices(cfg, shard, num_shards):
-                if cfg.time_budget is not None and time.time() - t_start >= cfg.time_budget:
+                if cfg.time_budget is not None and time.time() - started >= cfg.time_budget:
                     break
                 if i in done:
                     continue

@@ -79,7 +79,11 @@ def test_config_presets_and_validation():
     cfg = build_retrain_config("paper", dict(arch=NB201, dataset="cifar10"))
     assert (cfg.epochs, cfg.channels, cfg.cells, cfg.cutout, cfg.auxiliary) == (600, 36, 6, 16, True)
     assert cfg.augment == "crop_flip"  # auto on CIFAR-10
-    assert build_retrain_config("cpu", dict(arch=NB201)).augment == "none"  # auto on MNIST
+    cfg = build_retrain_config("cpu", dict(arch=NB201))
+    assert (cfg.dataset, cfg.augment) == (None, "auto")  # resolved per architecture
+    (spec,) = resolve_archs(NB201)
+    one = lib.for_spec(cfg, spec)
+    assert (one.dataset, one.augment) == ("mnist", "none")  # auto on MNIST
     with pytest.raises(ConfigError, match="drop_path"):
         RetrainConfig(arch=NB201, drop_path=1.5)
 
@@ -205,7 +209,7 @@ def test_cli_forwards_config_and_top(tmp_path, monkeypatch):
                 "test_acc": 0.5, "train_seconds": 0.0}
 
     monkeypatch.setattr(lib, "retrain_one", fake_retrain_one)
-    monkeypatch.setattr(lib, "_load_data", lambda cfg: None)
+    monkeypatch.setattr(lib, "_load_data", lambda cfg, cache=None: None)
     (tmp_path / "search" / "top").mkdir(parents=True)
     for rank, arch in ((1, NB201), (2, MICRO), (3, NB201)):
         (tmp_path / "search" / "top" / f"{rank:02d}.json").write_text(json.dumps({"arch": arch}))
@@ -220,3 +224,18 @@ def test_cli_forwards_config_and_top(tmp_path, monkeypatch):
     assert (first.epochs, first.cutout, first.nesterov, first.batch_size, first.cells) == (
         3, 4, True, 16, 1)
     assert json.loads(result.stdout)["best_rank"] == 2
+
+
+def test_a_search_result_is_retrained_on_its_dataset_and_sizes(tmp_path):
+    """A top/NN.json of a CIFAR-10 search names its dataset and sizes: a retrain without
+    --dataset/--channels/--cells uses them (it trained the winner on MNIST before)."""
+    path = tmp_path / "01.json"
+    path.write_text(json.dumps({"arch": NB201, "space": "nb201", "dataset": "cifar10",
+                                "sizes": {"channels": 6, "cells": 2, "input_shape": [32, 32, 3]}}))
+    (spec,) = resolve_archs(str(path))
+    assert (spec.dataset, spec.channels, spec.cells) == ("cifar10", 6, 2)
+    plain = RetrainConfig(arch=str(path))
+    one = lib.for_spec(plain, spec)
+    assert (one.dataset, one.channels, one.cells, one.augment) == ("cifar10", 6, 2, "crop_flip")
+    told = lib.for_spec(RetrainConfig(arch=str(path), dataset="mnist", channels=4), spec)
+    assert (told.dataset, told.channels, told.cells) == ("mnist", 4, 2)  # the user's word wins

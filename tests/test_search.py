@@ -331,3 +331,18 @@ def test_a_search_directory_is_not_a_gtn_run(uninterrupted, command, tmp_path):
                                   if command == "search" else [])
     line = _one_error(runner.invoke(cli.app, [command, *args, "--quiet"]))
     assert "is not a meta-training run" in line and "search run" in line
+
+
+def test_time_budget_counts_the_workers_time(gtn_run, fake_mnist, tmp_path, monkeypatch):
+    """The parent of `--workers N` scores what its workers left only within the same budget:
+    after workers that used it all up, it starts no architecture (it used to start a fresh clock
+    and run about twice the budget)."""
+    import time
+
+    from gtn_nas import fanout
+
+    monkeypatch.setattr(fanout, "run_workers", lambda *a, **k: time.sleep(1.5))
+    summary = lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "s", budget=3, workers=2,
+                              time_budget=1.0))
+    assert summary["scored_now"] == 0 and summary["architectures"] == 0
+    assert _rows(tmp_path / "s") == []
