@@ -71,23 +71,27 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
                  for i in range(cfg.num_seeds)]
         return tuple(np.concatenate(p) for p in zip(*parts))
 
-    def both_scores(learner, st):
-        return score(learner, st, *val, mean, std), score(learner, st, *test, mean, std)
+    # The splits and meta-parameters are arguments, not closed-over constants baked into each
+    # program (the whole CIFAR-10 training set would be one).
+    arrays = {"meta": meta, "train": train, "val": val, "test": test}
+
+    def both_scores(a, learner, st):
+        return score(learner, st, *a["val"], mean, std), score(learner, st, *a["test"], mean, std)
 
     @functools.partial(jax.jit, static_argnames="n")
-    def gtn_scores(keys, archs, n=steps):
+    def gtn_scores(keys, archs, a, n=steps):
         def one(k, arch):
             learner = source.build(arch)
-            return both_scores(learner, train_on_teacher(teacher, learner, meta, k, n))
+            return both_scores(a, learner, train_on_teacher(teacher, learner, a["meta"], k, n))
         return jax.vmap(one, in_axes=(0, arch_axis))(keys, archs)
 
     @functools.partial(jax.jit, static_argnames="n")
-    def real_scores(keys, archs, lr, mom, n=steps):
+    def real_scores(keys, archs, a, lr, mom, n=steps):
         def one(k, arch):
             learner = source.build(arch)
-            st = train_on_real(learner, *train, k, steps=n, batch=mcfg.batch_size, lr=lr,
+            st = train_on_real(learner, *a["train"], k, steps=n, batch=mcfg.batch_size, lr=lr,
                                momentum=mom, mean=mean, std=std, num_classes=classes)
-            return both_scores(learner, st)
+            return both_scores(a, learner, st)
         return jax.vmap(one, in_axes=(0, arch_axis))(keys, archs)
 
     t0 = time.time()
@@ -95,11 +99,11 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
     results: list[dict[str, Any]] = []
     shorter = curve_steps(steps)[:-1] if cfg.curve else []
     with rep.progress("evaluate", total=1 + len(grid) + len(shorter)) as bar:
-        g_val, g_test = per_learner(gtn_scores)
+        g_val, g_test = per_learner(gtn_scores, arrays)
         bar.update(1, gtn_val=float(np.mean(g_val)))
         best = None
         for lr, mom in grid:
-            r_val, r_test = per_learner(real_scores, lr, mom)
+            r_val, r_test = per_learner(real_scores, arrays, lr, mom)
             row = {"lr": lr, "momentum": mom, "val_mean": float(np.mean(r_val)),
                    "val": r_val.tolist(), "test": r_test.tolist()}
             results.append(row)
@@ -111,8 +115,9 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         # their learned lr/momentum vs n real steps at the lr/momentum tuned for the full length.
         gtn_curve, real_curve = [], []
         for n in shorter:
-            gtn_curve.append(_stats(per_learner(gtn_scores, n=n)[1]))
-            real_curve.append(_stats(per_learner(real_scores, best["lr"], best["momentum"], n=n)[1]))
+            gtn_curve.append(_stats(per_learner(gtn_scores, arrays, n=n)[1]))
+            real_curve.append(_stats(per_learner(real_scores, arrays, best["lr"], best["momentum"],
+                                                 n=n)[1]))
             bar.update(1, curve_steps=n)
     summary = {
         "gtn_run": str(cfg.gtn), "gtn_checkpoint": cfg.checkpoint, "gtn_outer_steps": gtn_step,

@@ -338,6 +338,30 @@ def shard_of(cfg: SearchConfig) -> tuple[int, int]:
     return i, n
 
 
+def claim_shard(run_dir: Path, shard: int, num_shards: int):
+    """Holds an exclusive POSIX lock on the search's shard for this process's lifetime, so a
+    second `gtn-nas search` on the same --out and shard is refused instead of scoring the same
+    indices again. Returns the open lock file (closing it releases the lock)."""
+    import fcntl
+
+    path = run_dir / f".shard-{shard}-of-{num_shards}.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"another `gtn-nas search` ({holder}) is scoring shard {shard} of "
+                          f"{num_shards} in {run_dir}; wait for it to finish (then run again to "
+                          "resume), or split the work with --num-shards N --shard I") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    f.flush()
+    return f
+
+
 def index_stop(cfg: SearchConfig) -> int | None:
     """One past the last architecture index of the search (None: no count limit)."""
     return (cfg.budget or len(cfg.archs)) or None
@@ -372,16 +396,21 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
         run_dir, resumed = Path(cfg.out), True
     else:
         run_dir, resumed = open_run_dir(cfg, cfg.out, ignore=RESUMABLE_KEYS)
-    if cfg.workers > 1:
-        from gtn_nas.fanout import run_workers
-
-        run_workers(cfg, rep, run_dir, *shard_of(cfg))
-    store = Store(run_dir / "results.sqlite")
+    claim = None if worker else claim_shard(run_dir, *shard_of(cfg))
     try:
-        return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset, worker,
-                       started)
+        if cfg.workers > 1:
+            from gtn_nas.fanout import run_workers
+
+            run_workers(cfg, rep, run_dir, *shard_of(cfg))
+        store = Store(run_dir / "results.sqlite")
+        try:
+            return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset, worker,
+                           started)
+        finally:
+            store.close()
     finally:
-        store.close()
+        if claim is not None:
+            claim.close()  # closing the file releases the lock
 
 
 def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row, load_dataset,

@@ -346,3 +346,17 @@ def test_time_budget_counts_the_workers_time(gtn_run, fake_mnist, tmp_path, monk
                               time_budget=1.0))
     assert summary["scored_now"] == 0 and summary["architectures"] == 0
     assert _rows(tmp_path / "s") == []
+
+
+def test_a_second_search_on_the_same_shard_is_refused(gtn_run, fake_mnist, tmp_path):
+    out = tmp_path / "s"
+    cfg = _cfg(gtn_run, fake_mnist, out, budget=1)
+    out.mkdir()
+    held = lib.claim_shard(out, 0, 1)  # as a first `gtn-nas search` still running holds it
+    try:
+        with pytest.raises(lib.ConfigError, match=r"another `gtn-nas search` \(pid \d+"):
+            lib.search(cfg)
+        assert not (out / "results.sqlite").exists() or _rows(out) == []
+    finally:
+        held.close()
+    assert lib.search(cfg)["architectures"] == 1  # once it is done, the same command runs
