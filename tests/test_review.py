@@ -157,3 +157,34 @@ def test_the_validator_takes_the_split_as_an_argument_not_a_constant(fake_mnist)
     assert split in text  # the split is in the program, as a parameter ...
     assert [l for l in text.splitlines() if "constant" in l and split in l] == []  # ... not baked
     assert 0 <= float(validate(meta, jax.random.PRNGKey(1), None, images, labels)) <= 1
+
+
+def test_python_dash_m_gtn_nas_is_the_command_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-m", "gtn_nas", "--help"], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "meta-train" in done.stdout and "search" in done.stdout
+
+
+def test_the_meta_step_compiles_once_over_several_steps(fake_mnist):
+    """Strong dtypes in the initial state and a donated, same-shaped result: the second and later
+    outer steps reuse the first step's program (a retrace would recompile the second-order step)."""
+    import jax.numpy as jnp
+
+    from gtn_nas.data import load_dataset
+    from gtn_nas.meta_train import build_learner_source, build_teacher, make_meta_step
+
+    cfg = build_config(MetaTrainConfig, "meta-train", "tiny", dict(out="unused"))
+    data = load_dataset("mnist", fake_mnist)
+    teacher = build_teacher(cfg, data.image_shape, 10)
+    source = build_learner_source(cfg, data.image_shape, 10)
+    step = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std), donate_argnums=0)
+    state = init_meta_state(cfg, teacher, jax.random.PRNGKey(0))
+    images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+    for i in range(4):
+        state, _ = step(state, None, jax.random.PRNGKey(i), images, labels)
+    assert step._cache_size() == 1
