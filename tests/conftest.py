@@ -58,11 +58,15 @@ def _write_idx(path, array):
 def fake_mnist(tmp_path_factory):
     """96 training (80 train + 16 validation) and 32 test 28x28 images whose class is a bright
     square's position, so a tiny net learns something."""
-    root = tmp_path_factory.mktemp("data")
+    return write_squares(tmp_path_factory.mktemp("data"), train=96, test=32)
+
+
+def write_squares(root, train: int, test: int):
+    """MNIST-named IDX files in ``root/mnist`` whose class is a bright square's position."""
     folder = root / "mnist"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for prefix, n in (("train", 96), ("t10k", 32)):
+    for prefix, n in (("train", train), ("t10k", test)):
         labels = rng.integers(0, 10, n)
         images = rng.integers(0, 60, (n, 28, 28))
         for i, y in enumerate(labels):
@@ -71,3 +75,16 @@ def fake_mnist(tmp_path_factory):
         _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+@pytest.fixture(scope="module")
+def gtn_run(tmp_path_factory, fake_mnist):
+    """A 2-step tiny GTN run (checkpoint at step 2, no validation), for search/evaluate tests."""
+    from gtn_nas.config import MetaTrainConfig, build_config
+    from gtn_nas.meta_train import meta_train
+
+    out = tmp_path_factory.mktemp("gtn") / "run"
+    meta_train(build_config(MetaTrainConfig, "meta-train", "tiny",
+                            dict(out=str(out), data_dir=str(fake_mnist), iterations=2,
+                                 eval_every=0, checkpoint_every=2, log_every=1)))
+    return out

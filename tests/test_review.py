@@ -58,17 +58,6 @@ import cli  # noqa: E402
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def gtn_run(tmp_path_factory, fake_mnist):
-    from gtn_nas.meta_train import meta_train
-
-    out = tmp_path_factory.mktemp("gtn") / "run"
-    meta_train(build_config(MetaTrainConfig, "meta-train", "tiny",
-                            dict(out=str(out), data_dir=str(fake_mnist), iterations=2,
-                                 eval_every=0, checkpoint_every=2, log_every=1)))
-    return out
-
-
 def _error(result) -> str:
     assert result.exit_code == 2, result.output
     lines = [l for l in result.output.splitlines() if l.strip()]

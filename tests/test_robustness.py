@@ -99,20 +99,9 @@ def test_a_meta_gradient_spike_is_rejected_and_the_run_goes_on(fake_mnist):
 def squares(tmp_path_factory):
     """Like fake_mnist (a bright square's position is the class) but 720 images, so 120 validation
     images make a validation reading worth comparing."""
-    from conftest import _write_idx
+    from conftest import write_squares
 
-    root = tmp_path_factory.mktemp("squares")
-    (root / "mnist").mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 720), ("t10k", 64)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, y in enumerate(labels):
-            r, c = divmod(int(y), 5)
-            images[i, 4 + 12 * r:12 + 12 * r, 2 + 5 * c:7 + 5 * c] = 255
-        _write_idx(root / "mnist" / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(root / "mnist" / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_squares(tmp_path_factory.mktemp("squares"), train=720, test=64)
 
 
 def collapse_cfg(out, data_dir, **kw):

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 import cli
 from gtn_nas import search as lib
-from gtn_nas.config import MetaTrainConfig, RankConfig, build_config
-from gtn_nas.meta_train import meta_train
+from gtn_nas.config import RankConfig
 from gtn_nas.rank import rank, rank_metrics
 from gtn_nas.store import Store
 from search_spaces import get_space
@@ -21,15 +20,6 @@ from search_spaces import get_space
 runner = CliRunner()
 TIMING = {"gtn_train_s", "gtn_compile_s", "real_train_s", "real_compile_s", "seconds",
           "finished_at", "worker"}
-
-
-@pytest.fixture(scope="module")
-def gtn_run(tmp_path_factory, fake_mnist):
-    out = tmp_path_factory.mktemp("gtn") / "run"
-    meta_train(build_config(MetaTrainConfig, "meta-train", "tiny",
-                            dict(out=str(out), data_dir=str(fake_mnist), iterations=2,
-                                 eval_every=0, checkpoint_every=2, log_every=1)))
-    return out
 
 
 def _cfg(gtn_run, fake_mnist, out, **kw):
