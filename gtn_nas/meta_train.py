@@ -36,7 +36,7 @@ class MetaState(NamedTuple):
     grad_ema: jax.Array  # float32 scalar: running mean of accepted meta-gradient norms (0: none yet)
     lr_scale: jax.Array  # float32 scalar: meta-lr multiplier, halved by each rollback
 
-SPIKE_WARMUP = 10  # accepted steps before the spike test starts (the running mean settles)
+SPIKE_WARMUP = 10  # outer steps before the spike test starts (the running mean settles)
 SPIKE_EMA = 0.9  # decay of the running mean of meta-gradient norms
 SPIKE_GROWTH = 1.05  # a rejected spike raises the mean, so a lasting change of scale gets through
 
@@ -255,7 +255,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         state = ckpt.restore(latest, state)
         state = jax.tree_util.tree_map(jnp.asarray, state)
         start = int(state.step)
-        best.load(state)
+        best.load()
         rep.info(f"resuming {run_dir} from outer step {start}")
     dist.check_same_everywhere(start, "the outer step to resume from")
     if mesh is not None:
@@ -462,7 +462,7 @@ class BestKeeper:
         self.val: float | None = None
         self._host = None
 
-    def load(self, like: MetaState) -> None:
+    def load(self) -> None:
         """On resume: the best reading so far (the state itself is read when first needed)."""
         info = self.directory / "best.json"
         if info.exists() and self._ckpt.latest_step() is not None:
