@@ -78,23 +78,26 @@ def genotype_at(space, cfg: SearchConfig, index: int):
     return space.sample(architecture_keys(cfg.seed, index)[0])
 
 
-def _check_gtn(cfg: SearchConfig) -> None:
-    """The search's GTN loads, is finite and matches ``--dataset``: before anything is written."""
+def _check_gtn(cfg: SearchConfig):
+    """The search's GTN, loaded (finite) and matching ``--dataset``: before anything is written.
+    Returns load_gtn's (config, teacher, meta-parameters, step)."""
     from gtn_nas.meta_train import load_gtn
 
-    mcfg = load_gtn(cfg.gtn, cfg.checkpoint)[0]
+    gtn = load_gtn(cfg.gtn, cfg.checkpoint)
+    mcfg = gtn[0]
     if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
         raise ConfigError(f"the GTN in {cfg.gtn} was meta-trained on {mcfg.dataset}, not "
                           f"{cfg.dataset}; search with a GTN of {cfg.dataset} or drop --dataset")
+    return gtn
 
 
-def _load_gtn(gtn_dir: str, step: int | None, which: str = "best"):
-    """The GTN's ``which`` (best or last) checkpoint, or the one at ``step`` (a resumed search
-    keeps its GTN)."""
+def _load_gtn(gtn_dir: str, step: int | None, loaded):
+    """The GTN ``loaded`` by ``_check_gtn``, or its checkpoint at ``step`` (a resumed search
+    keeps the GTN it began with)."""
     from gtn_nas.checkpoint import Checkpointer
-    from gtn_nas.meta_train import init_meta_state, load_gtn
+    from gtn_nas.meta_train import init_meta_state
 
-    mcfg, teacher, meta, latest = load_gtn(gtn_dir, which)
+    mcfg, teacher, meta, latest = loaded
     if step is None or step == latest:
         return mcfg, teacher, meta, latest
     where = Path(gtn_dir) / "checkpoints"
@@ -389,9 +392,9 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
     started = time.time()  # --time-budget bounds the whole invocation, worker processes included
     rep = reporter or Reporter(quiet=True)
     space = get_space(cfg.space)
-    if not worker:  # a refused GTN or dataset must leave nothing behind to block the fixed command
+    if not worker:
         check_writable(cfg.out)
-        _check_gtn(cfg)
+    gtn = _check_gtn(cfg)  # refused: nothing is written that would block the corrected command
     if worker:
         run_dir, resumed = Path(cfg.out), True
     else:
@@ -405,7 +408,7 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
         store = Store(run_dir / "results.sqlite")
         try:
             return _search(cfg, rep, space, run_dir, resumed, store, on_row, load_dataset, worker,
-                           started)
+                           started, gtn)
         finally:
             store.close()
     finally:
@@ -414,12 +417,9 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
 
 
 def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row, load_dataset,
-            worker: bool = False, started: float | None = None):
+            worker: bool = False, started: float | None = None, gtn=None):
     mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"),
-                                              cfg.checkpoint)
-    if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
-        raise ConfigError(f"the GTN in {cfg.gtn} was meta-trained on {mcfg.dataset}, not "
-                          f"{cfg.dataset}; search with a GTN of {cfg.dataset} or drop --dataset")
+                                              gtn or _check_gtn(cfg))
     data = load_dataset(mcfg.dataset, cfg.data_dir or mcfg.data_dir, mcfg.split_seed)
     gen_shape = tuple(teacher.generator.image_shape)
     if tuple(data.image_shape) != gen_shape:
