@@ -52,6 +52,7 @@ import optax
 
 from gtn_nas.checkpoint import Checkpointer
 from gtn_nas.config import PRESETS, _check_choice, _check_positive, check_numbers, load_config
+from gtn_nas.data.base import DATASETS
 from gtn_nas.errors import ArchitectureError, CheckpointError, ConfigError, DataError, NonFiniteError
 from gtn_nas.runs import MetricsLog, check_writable, open_run_dir, read_json, write_json
 from gtn_nas.ui import Reporter
@@ -109,8 +110,6 @@ class RetrainConfig:
     checkpoint_every: int = 1  # epochs
 
     def __post_init__(self):
-        from gtn_nas.data.base import DATASETS
-
         check_numbers(self, {"epochs": 100_000})
         if self.dataset is not None:
             _check_choice("dataset", self.dataset, DATASETS)
@@ -188,8 +187,6 @@ class ArchSpec:
     cells: int | None = None
 
 
-from gtn_nas.data.base import DATASETS as DATASETS_KNOWN  # noqa: E402
-
 _ARCH_KEYS = ("arch", "genotype", "architecture", "arch_str", "genotype_str")
 _SPACE_KEYS = ("space", "search_space")
 
@@ -242,7 +239,7 @@ def _spec_from_mapping(obj: Any, where: str, space: str | None, rank: int) -> Ar
     except ArchitectureError as e:
         raise ArchitectureError(f"{where}: {e}") from None
     sizes = obj.get("sizes") if isinstance(obj.get("sizes"), dict) else {}
-    dataset = obj.get("dataset") if obj.get("dataset") in DATASETS_KNOWN else None
+    dataset = obj.get("dataset") if obj.get("dataset") in DATASETS else None
     whole = lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None  # noqa: E731
     return ArchSpec(genotype.to_str(), name, where, rank, dataset, whole(sizes.get("channels")),
                     whole(sizes.get("cells")))
