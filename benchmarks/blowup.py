@@ -37,9 +37,10 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    from gtn_nas.data import load_dataset
-    from gtn_nas.meta_train import build_learner_source, load_gtn, make_meta_loss
-    from gtn_nas.unroll import init_inner_state, unroll
+    from gtn_nas.io.data import load_dataset
+    from gtn_nas.meta.gtn import build_learner_source, load_gtn
+    from gtn_nas.meta.estimator import make_meta_loss
+    from gtn_nas.core.unroll import init_inner_state, unroll
 
     cfg, teacher, meta, step = load_gtn(args.run, args.checkpoint)
     if "log_mom" not in meta or "log_lr" not in meta:

@@ -43,7 +43,7 @@ def isa_env(isa: str) -> dict:
 def worst_fall(run_dir: str | Path, after: int = 200) -> float:
     """The largest fall of a run's validation readings below the best reading before them, over
     the readings after outer step ``after`` (the issue's robustness criterion)."""
-    from gtn_nas.runs import read_jsonl
+    from gtn_nas.io.runs import read_jsonl
 
     top, worst = None, 0.0
     for r in read_jsonl(Path(run_dir) / "metrics.jsonl"):

@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import describe, finish, machine  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
-from gtn_nas.runs import read_json  # noqa: E402
+from gtn_nas.io.runs import read_json  # noqa: E402
 
 
 def stages(args, steps: int) -> dict[str, dict]:
@@ -50,8 +50,9 @@ def stages(args, steps: int) -> dict[str, dict]:
 
 def run_stages(args, plan: dict[str, dict], deadline: float) -> dict[str, float]:
     """Extends every stage chunk by chunk up to ``--archs``; returns each stage's wall seconds."""
-    from gtn_nas import search as lib
-    from gtn_nas.ui import Reporter
+    from gtn_nas.commands import search as lib
+    from gtn_nas.config import SearchConfig, build_config
+    from gtn_nas.io.ui import Reporter
 
     rep = Reporter(quiet=args.quiet)
     walls = {name: 0.0 for name in plan}
@@ -65,14 +66,14 @@ def run_stages(args, plan: dict[str, dict], deadline: float) -> dict[str, float]
                 return walls
             t0 = time.time()
             limit = None if left == float("inf") else left
-            lib.search(lib.search_config("cpu", dict(over, budget=budget, time_budget=limit)), rep)
+            lib.search(build_config(SearchConfig, "cpu", dict(over, budget=budget, time_budget=limit)), rep)
             walls[name] += time.time() - t0
     return walls
 
 
 def table(plan: dict[str, dict]) -> dict[str, dict]:
     """idx -> row of each stage's store."""
-    from gtn_nas.store import Store
+    from gtn_nas.search.store import Store
 
     out = {}
     for name, over in plan.items():
@@ -92,7 +93,7 @@ def correlations(rows: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list
     """Rank metrics of every proxy against the truth, over the architectures all stages scored."""
     import numpy as np
 
-    from gtn_nas.rank import rank_metrics
+    from gtn_nas.commands.rank import rank_metrics
 
     common = sorted(set.intersection(*(set(r) for r in rows.values())))
     common = [i for i in common if rows["truth"][i].get("real_score") is not None
@@ -117,7 +118,7 @@ def correlations(rows: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list
 
 
 def plot(series: dict[str, list], metrics: dict[str, dict], labels: dict[str, str], out: Path) -> list[str]:
-    from gtn_nas import plots
+    from gtn_nas.io import plots
 
     paths = []
     for k in ("gtn", "real", "real-long", "params"):
@@ -136,7 +137,7 @@ def _f(v) -> str:
 
 
 def main() -> None:
-    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gtn", required=True, help="`gtn-nas meta-train` run directory")
     ap.add_argument("--space", default="nb201")

@@ -32,7 +32,7 @@ VARIANTS = {
 
 
 def run_one(out: Path, variant: str, seed: int, isa: str, data_dir, iterations) -> dict:
-    from gtn_nas.runs import read_json, read_jsonl
+    from gtn_nas.io.runs import read_json, read_jsonl
 
     cmd = [sys.executable, "-c", "import cli; cli.main()", "meta-train", "--preset", "cpu", "--seed", str(seed),
            "--out", str(out), "--quiet", *VARIANTS[variant]]

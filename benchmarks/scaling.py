@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import describe, finish, machine  # noqa: E402
-from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
 
 def peak_memory_mb() -> float:
@@ -51,13 +51,15 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
     import jax
     import jax.numpy as jnp
 
-    from gtn_nas import distributed as dist
+    from gtn_nas.core import distributed as dist
     from gtn_nas.config import MetaTrainConfig, build_config
-    from gtn_nas.data import load_dataset
-    from gtn_nas.meta_train import (_keys, build_learner_source, build_teacher, init_meta_state,
-                                    make_meta_step)
+    from gtn_nas.io.data import load_dataset
+    from gtn_nas.commands.meta_train import _keys
+    from gtn_nas.meta.gtn import build_learner_source, build_teacher
+    from gtn_nas.meta import exact_meta_step
+    from gtn_nas.meta.outer import init_meta_state
 
-    cfg = build_config(MetaTrainConfig, "meta-train", preset,
+    cfg = build_config(MetaTrainConfig, preset,
                        dict(overrides or {}, num_learners=learners, devices=devices,
                             data_dir=data_dir))
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
@@ -71,11 +73,11 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
     arch = source.sample(k_steps)
     put = functools.partial(dist.replicate, mesh=mesh)  # identity without a mesh
     t0 = time.perf_counter()
-    step = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std, None, mesh),
+    step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std, None, mesh),
                    donate_argnums=0).lower(state, put(arch), put(k_steps), images, labels).compile()
     compile_s = time.perf_counter() - t0
     flops_rolled = _flops(step.cost_analysis())
-    flops = unrolled_flops(lambda scan_unroll: jax.jit(make_meta_step(
+    flops = unrolled_flops(lambda scan_unroll: jax.jit(exact_meta_step(
         cfg, teacher, source, data.mean, data.std, None, mesh, scan_unroll)).lower(
         state, put(arch), put(k_steps), images, labels)) if cfg.remat != "nested" else flops_rolled
     t0 = time.perf_counter()
@@ -151,7 +153,7 @@ def time_search(gtn: str, workers: int, budget: int, data_dir) -> dict:
 
 
 def main() -> None:
-    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--devices", default="1,2,4", help="comma-separated device counts")

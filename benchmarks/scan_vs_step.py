@@ -16,21 +16,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.common import append_row, describe, machine  # noqa: E402
-from gtn_nas.training import SteppedLearner  # noqa: E402
-from gtn_nas.unroll import init_inner_state, unroll  # noqa: E402
+from gtn_nas.core.training import SteppedLearner  # noqa: E402
+from gtn_nas.core.unroll import init_inner_state, unroll  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 ARCH = "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|"
 
 
 def main() -> None:
-    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import describe, finish, machine  # noqa: E402
 from benchmarks.scaling import time_meta_steps  # noqa: E402
@@ -50,14 +50,15 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None) -> dict:
-    from gtn_nas import search as lib
+    from gtn_nas.commands import search as lib
+    from gtn_nas.config import SearchConfig, build_config
 
     folder = Path(tempfile.mkdtemp(prefix="speed-search-"))
     try:
         over = dict(gtn=gtn, out=str(folder / "s"), budget=budget, proxies=("gtn",), data_dir=data_dir)
         if channels:
             over["channels"] = channels
-        s = lib.search(lib.search_config("cpu", over))
+        s = lib.search(build_config(SearchConfig, "cpu", over))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     compile_total = s["gtn_compile_s_mean"] * budget
@@ -69,11 +70,12 @@ def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None) -
 
 
 def retrain_speed(arch: str, epochs: int, data_dir) -> dict:
-    from gtn_nas.retrain import build_retrain_config, retrain
+    from gtn_nas.config import RetrainConfig, build_config
+    from gtn_nas.commands.retrain import retrain
 
     folder = Path(tempfile.mkdtemp(prefix="speed-retrain-"))
     try:
-        cfg = build_retrain_config("cpu", dict(arch=arch, out=str(folder / "r"), epochs=epochs,
+        cfg = build_config(RetrainConfig, "cpu", dict(arch=arch, out=str(folder / "r"), epochs=epochs,
                                                data_dir=data_dir))
         s = retrain(cfg)
     finally:
@@ -83,7 +85,7 @@ def retrain_speed(arch: str, epochs: int, data_dir) -> dict:
 
 
 def main() -> None:
-    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="cpu")
     ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")
@@ -91,7 +93,7 @@ def main() -> None:
     ap.add_argument("--learner-width", type=int, default=None)
     ap.add_argument("--conv", default=None,
                     help="comma list of GTN_NAS_CONV forms to time each meta-step with "
-                         "(auto | xla | slices; gtn_nas/nn/spatial.py; default: $GTN_NAS_CONV, "
+                         "(auto | xla | slices; gtn_nas/core/nn/spatial.py; default: $GTN_NAS_CONV, "
                          "else auto)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--search-gtn", default=None, help="GTN run to time searches with")
@@ -126,7 +128,7 @@ def main() -> None:
     for preset in args.presets.split(","):
         from gtn_nas.config import MetaTrainConfig, build_config
 
-        cfg = build_config(MetaTrainConfig, "meta-train", preset, overrides)
+        cfg = build_config(MetaTrainConfig, preset, overrides)
         learners, learner = cfg.num_learners, cfg.learner
         if cfg.learner_width:
             learner += f" (width {cfg.learner_width})"

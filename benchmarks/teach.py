@@ -23,22 +23,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import describe, finish, isa_env, machine, worst_fall  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
 from gtn_nas.config import EvaluateConfig, MetaTrainConfig, build_config  # noqa: E402
-from gtn_nas.evaluate import evaluate  # noqa: E402
-from gtn_nas.meta_train import meta_train  # noqa: E402
-from gtn_nas.runs import read_json  # noqa: E402
-from gtn_nas.ui import Reporter  # noqa: E402
+from gtn_nas.commands.evaluate import evaluate  # noqa: E402
+from gtn_nas.commands.meta_train import meta_train  # noqa: E402
+from gtn_nas.io.runs import read_json  # noqa: E402
+from gtn_nas.io.ui import Reporter  # noqa: E402
 
 CURRICULA = ("none", "all_shuffled", "batch_shuffled", "full")
 
 
 def train_and_eval(preset: str, out: Path, seeds: int, data_dir, rep: Reporter, curve: bool = True,
                    **over) -> dict:
-    cfg = build_config(MetaTrainConfig, "meta-train", preset, dict(out=str(out), data_dir=data_dir, **over))
+    cfg = build_config(MetaTrainConfig, preset, dict(out=str(out), data_dir=data_dir, **over))
     summary_path = out / "summary.json"
     done = summary_path.exists() and read_json(summary_path).get("outer_steps") == cfg.iterations
     t0 = time.time()
@@ -83,7 +83,7 @@ def run_child(args, seed: int, isa: str, out: Path) -> dict:
 
 
 def main() -> None:
-    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/hostmem.py)
+    reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--iterations", type=int, default=None, help="meta-steps (default: the preset's)")

@@ -103,9 +103,9 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> di
 
     from benchmarks.scaling import WARMUP_STEPS
     from gtn_nas.config import MetaTrainConfig, build_config
-    from gtn_nas.data import load_dataset
+    from gtn_nas.io.data import load_dataset
 
-    cfg = build_config(MetaTrainConfig, "meta-train", preset, dict(data_dir=data_dir))
+    cfg = build_config(MetaTrainConfig, preset, dict(data_dir=data_dir))
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
     x = (data.train.images.astype(np.float32) / 255.0 - np.asarray(data.mean)) / np.asarray(data.std)
     images = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32))

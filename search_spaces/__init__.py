@@ -4,10 +4,11 @@
 interface and the built modules' calling convention. Nothing here knows about GTNs.
 """
 
-from search_spaces.base import Genotype, SearchSpace, SizeDefaults, count_flops, count_params
+from search_spaces.base import Genotype, SearchSpace, SizeDefaults
 from search_spaces.micro import MicroGenotype, MicroSpace
 from search_spaces.nb201 import NB201Genotype, NB201Space
 
+from gtn_nas.core.cost import count_flops, count_params
 from gtn_nas.errors import ArchitectureError
 
 SPACES: dict[str, type[SearchSpace]] = {"nb201": NB201Space, "micro": MicroSpace}

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Protocol, Sequence
+from typing import ClassVar, Iterator, Protocol, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.learners import Learner, learner_from_module
+from gtn_nas.core.learners import Learner, learner_from_module
 
 InputShape = Sequence[int]  # (H, W, C) of one image
 
@@ -97,30 +96,3 @@ def check_input_shape(input_shape: InputShape) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"input_shape must be (height, width, channels), got {input_shape!r}")
     return shape  # type: ignore[return-value]
-
-
-def _init_fn(module: nn.Module, input_shape: InputShape, call_kwargs: dict[str, Any]):
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    return lambda key: module.init(key, x, train=False, **call_kwargs)
-
-
-def count_params(module: nn.Module, input_shape: InputShape, **call_kwargs: Any) -> int:
-    """Number of trainable parameters (the 'params' collection), without allocating them.
-
-    ``call_kwargs`` go to the module's ``__call__`` (e.g. ``arch=`` for the NB201 shared module).
-    """
-    shapes = jax.eval_shape(_init_fn(module, input_shape, call_kwargs), jax.random.PRNGKey(0))
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(shapes["params"])))
-
-
-def count_flops(module: nn.Module, input_shape: InputShape, **call_kwargs: Any) -> float:
-    """Forward FLOPs per image (eval mode, batch 1) from XLA's cost analysis of the compiled
-    forward pass. A multiply-add counts as 2 FLOPs. Compiles once (seconds for large nets).
-    """
-    variables = jax.eval_shape(_init_fn(module, input_shape, call_kwargs), jax.random.PRNGKey(0))
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    forward = jax.jit(lambda v, x: module.apply(v, x, train=False, **call_kwargs))
-    cost = forward.lower(variables, x).compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", 0.0))

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gtn_nas.errors import ArchitectureError, ConfigError
-from gtn_nas.nn import BatchNorm, WNConv, WNDense
+from gtn_nas.core.nn import BatchNorm, WNConv, WNDense
 
 from search_spaces.base import InputShape, SearchSpace, SizeDefaults, check_input_shape
 from search_spaces.ops import (

@@ -41,12 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from gtn_nas.core.cost import count_params
 from gtn_nas.errors import ArchitectureError, ConfigError
-from gtn_nas.learners import Learner
-from gtn_nas.nn import BatchNorm, WNConv, WNDense
+from gtn_nas.core.learners import Learner
+from gtn_nas.core.nn import BatchNorm, WNConv, WNDense
 
 from search_spaces.base import (
-    InputShape, SearchSpace, SizeDefaults, check_input_shape, count_params,
+    InputShape, SearchSpace, SizeDefaults, check_input_shape,
 )
 from search_spaces.ops import (
     ActConvBN, AuxHead, ResidualReduction, drop_path, get_activation, pool, same_padding, zero,

@@ -1,7 +1,7 @@
 """Operations shared by the cell search spaces, as Flax modules taking ``(x, train)`` on NHWC.
 
 Every convolution is a weight-normalised ``WNConv`` (no bias) and every norm is the full
-``gtn_nas.nn.BatchNorm`` with an explicit ``bn_momentum`` (0 inside a GTN: the stored statistics
+``gtn_nas.core.nn.BatchNorm`` with an explicit ``bn_momentum`` (0 inside a GTN: the stored statistics
 are those of the last train-mode batch, gtn-spec 1.6). The activation is a field naming an entry of
 ``ACTIVATIONS``: GTN-taught learners use LeakyReLU(0.1) (the default, gtn-spec 1.5/1.6), while the
 NAS-Bench-201 benchmark itself trained with ReLU.
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.nn import BatchNorm, WNConv, WNDense, leaky_relu
+from gtn_nas.core.nn import BatchNorm, WNConv, WNDense, leaky_relu
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 

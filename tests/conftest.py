@@ -81,10 +81,10 @@ def write_squares(root, train: int, test: int):
 def gtn_run(tmp_path_factory, fake_mnist):
     """A 2-step tiny GTN run (checkpoint at step 2, no validation), for search/evaluate tests."""
     from gtn_nas.config import MetaTrainConfig, build_config
-    from gtn_nas.meta_train import meta_train
+    from gtn_nas.commands.meta_train import meta_train
 
     out = tmp_path_factory.mktemp("gtn") / "run"
-    meta_train(build_config(MetaTrainConfig, "meta-train", "tiny",
+    meta_train(build_config(MetaTrainConfig, "tiny",
                             dict(out=str(out), data_dir=str(fake_mnist), iterations=2,
                                  eval_every=0, checkpoint_every=2, log_every=1)))
     return out

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.scaling import _flops, unrolled_flops
-from gtn_nas.learners import make_learner
-from gtn_nas.unroll import init_inner_state, unroll
+from gtn_nas.core.learners import make_learner
+from gtn_nas.core.unroll import init_inner_state, unroll
 
 
 def test_unrolled_flops_count_every_inner_step():

@@ -2,16 +2,17 @@
 user errors are one `error:` line with exit code 2, and one real run end to end.
 (retrain, search and rank have their own test files.)"""
 
+import dataclasses
 import json
 
 import pytest
 from typer.testing import CliRunner
 
 import cli
-import gtn_nas.evaluate
-import gtn_nas.meta_train
-import gtn_nas.search
-from gtn_nas.config import PRESET_VALUES, EvaluateConfig, MetaTrainConfig
+import gtn_nas.commands.evaluate
+import gtn_nas.commands.meta_train
+import gtn_nas.commands.search
+from gtn_nas.config import EvaluateConfig, MetaTrainConfig, build_config
 
 runner = CliRunner()
 
@@ -48,7 +49,7 @@ def _error_line(result) -> str:
 # ----------------------------------------------------------------------------- forwarding
 
 def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
-    seen = _capture(monkeypatch, gtn_nas.meta_train, "meta_train", {"outer_steps": 1, "inner_lr": [0.1]})
+    seen = _capture(monkeypatch, gtn_nas.commands.meta_train, "meta_train", {"outer_steps": 1, "inner_lr": [0.1]})
     out = tmp_path / "run"
     result = runner.invoke(cli.app, [
         "meta-train", "--inner-steps", "7", "--meta-lr", "0.5", "--curriculum", "none",
@@ -63,7 +64,7 @@ def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
     assert (cfg.out, cfg.data_dir, cfg.learn_labels, cfg.remat, cfg.learner) == (
         str(out), "DATA", True, "none", "linear")
     assert (cfg.generator_hidden, cfg.init_lr) == (24, 0.3)
-    tiny = PRESET_VALUES["meta-train"]["tiny"]
+    tiny = dataclasses.asdict(build_config(MetaTrainConfig, "tiny", {}))
     for k in ("batch_size", "noise_dim", "iterations", "meta_batch_size", "learner_width",
               "generator", "log_every", "eval_every", "checkpoint_every"):
         assert getattr(cfg, k) == tiny[k], k  # the preset fills what was not given
@@ -81,7 +82,7 @@ def test_meta_train_forwards_options_over_preset(tmp_path, monkeypatch):
 
 
 def test_scaling_options_are_forwarded(tmp_path, monkeypatch):
-    seen = _capture(monkeypatch, gtn_nas.meta_train, "meta_train", {"outer_steps": 1})
+    seen = _capture(monkeypatch, gtn_nas.commands.meta_train, "meta_train", {"outer_steps": 1})
     result = runner.invoke(cli.app, [
         "meta-train", "--preset", "tiny", "--out", str(tmp_path / "r"), "--devices", "0",
         "--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "1", "--quiet"])
@@ -89,7 +90,7 @@ def test_scaling_options_are_forwarded(tmp_path, monkeypatch):
     cfg = seen[-1]
     assert (cfg.devices, cfg.coordinator, cfg.num_processes, cfg.process_id) == (
         0, "host0:1234", 2, 1)
-    seen = _capture(monkeypatch, gtn_nas.search, "search", {"architectures": 0})
+    seen = _capture(monkeypatch, gtn_nas.commands.search, "search", {"architectures": 0})
     result = runner.invoke(cli.app, [
         "search", "--gtn", "G", "--out", str(tmp_path / "s"), "--workers", "3",
         "--num-shards", "4", "--shard", "2", "--real-batch-size", "32", "--real-schedule",
@@ -103,7 +104,7 @@ def test_scaling_options_are_forwarded(tmp_path, monkeypatch):
 
 
 def test_evaluate_forwards_options(tmp_path, monkeypatch):
-    seen = _capture(monkeypatch, gtn_nas.evaluate, "evaluate", {"gtn": {"test": {"mean": 0.5}}})
+    seen = _capture(monkeypatch, gtn_nas.commands.evaluate, "evaluate", {"gtn": {"test": {"mean": 0.5}}})
     result = runner.invoke(cli.app, [
         "evaluate", "--gtn", str(tmp_path / "g"), "--num-seeds", "2", "--seed", "7", "--steps", "3",
         "--learner", "linear", "--data-dir", "D", "--out", str(tmp_path / "e.json"), "--no-curve",
@@ -195,7 +196,7 @@ def test_meta_train_then_evaluate(tmp_path, fake_mnist):
 
 
 def test_curve_steps_are_powers_of_two_then_the_length():
-    from gtn_nas.evaluate import curve_steps
+    from gtn_nas.commands.evaluate import curve_steps
 
     assert curve_steps(32) == [1, 2, 4, 8, 16, 32]
     assert curve_steps(5) == [1, 2, 4, 5]
@@ -211,7 +212,7 @@ def test_every_config_field_is_a_flag(command):
     from typer.main import get_command
 
     from gtn_nas.config import RankConfig, SearchConfig
-    from gtn_nas.retrain import RetrainConfig
+    from gtn_nas.config import RetrainConfig
 
     cls = {"meta-train": MetaTrainConfig, "evaluate": EvaluateConfig, "search": SearchConfig,
            "rank": RankConfig, "retrain": RetrainConfig}[command]
@@ -224,3 +225,37 @@ def test_every_config_field_is_a_flag(command):
     named = {aliases.get(f, f) for f in flags - not_fields}
     assert fields - named == set(), f"fields without a flag: {sorted(fields - named)}"
     assert named - fields == set(), f"flags without a field: {sorted(named - fields)}"
+
+
+def test_help_lists_choices_and_preset_defaults():
+    """Choices come from the config's Enums, defaults from the dataclass and the presets: one
+    declaration, shown by --help."""
+    result = runner.invoke(cli.app, ["meta-train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "[mnist|fashion_mnist|cifar10]" in text and "[none|step|nested]" in text
+    assert "tiny preset: 6, cpu preset: 1100, paper preset: 2000" in text  # --iterations
+    result = runner.invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"})
+    assert "[gtn|real|params]" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("cls", ["MetaTrainConfig", "SearchConfig", "RetrainConfig"])
+def test_dataclass_defaults_are_the_default_preset(cls):
+    import gtn_nas.config as config
+
+    klass = getattr(config, cls)
+    assert config.PRESET_VALUES[klass.COMMAND][config.DEFAULT_PRESET] == {}
+    assert klass() == build_config(klass, config.DEFAULT_PRESET, {})
+    for preset in config.PRESETS:  # every preset names only real fields, and builds
+        assert set(config.PRESET_VALUES[klass.COMMAND][preset]) <= {
+            f.name for f in dataclasses.fields(klass)}
+        assert build_config(klass, preset, {}).preset == preset
+
+
+def test_resumable_keys_are_declared_on_the_fields():
+    from gtn_nas.config import SearchConfig, resumable_keys
+
+    assert {"iterations", "meta_lr", "out", "data_dir"} <= resumable_keys(MetaTrainConfig)
+    assert "inner_steps" not in resumable_keys(MetaTrainConfig)
+    assert {"budget", "time_budget", "workers", "top_k"} <= resumable_keys(SearchConfig)
+    assert "seed" not in resumable_keys(SearchConfig)

@@ -9,18 +9,21 @@ import pytest
 
 from gtn_nas.config import MetaTrainConfig, build_config
 from gtn_nas.errors import ConfigError
-from gtn_nas.generator import make_generator
-from gtn_nas.learners import MLP, learner_from_module, make_learner
-from gtn_nas.meta_train import fixed_source, init_meta_state, make_meta_loss, make_meta_step
-from gtn_nas.nn import MeanOnlyBN, WNConv, WNDense
-from gtn_nas.teacher import CURRICULA, Teacher
+from gtn_nas.core.generator import make_generator
+from gtn_nas.core.learners import MLP, learner_from_module, make_learner
+from gtn_nas.core.learners import fixed_source
+from gtn_nas.meta import exact_meta_step
+from gtn_nas.meta.outer import init_meta_state
+from gtn_nas.meta.estimator import make_meta_loss
+from gtn_nas.core.nn import MeanOnlyBN, WNConv, WNDense
+from gtn_nas.core.teacher import CURRICULA, Teacher
 
 SHAPE = (8, 8, 1)
 MEAN, STD = (0.5,), (0.25,)
 
 
 def tiny_setup(curriculum="full", steps=3, learn_labels=False, **cfg_kw):
-    cfg = build_config(MetaTrainConfig, "meta-train", "tiny",
+    cfg = build_config(MetaTrainConfig, "tiny",
                        dict(inner_steps=steps, batch_size=4, noise_dim=3, meta_batch_size=4,
                             curriculum=curriculum, learn_labels=learn_labels, **cfg_kw))
     teacher = Teacher(make_generator("mlp", SHAPE, 8), curriculum, steps, 4, 3, 10, learn_labels)
@@ -138,7 +141,7 @@ def test_meta_gradient_matches_finite_differences_float64(key):
 def test_meta_step_same_seed_same_result_and_skips_nonfinite(key):
     cfg, teacher, source = tiny_setup()
     images, labels = fake_data(key)
-    step = jax.jit(make_meta_step(cfg, teacher, source, MEAN, STD))
+    step = jax.jit(exact_meta_step(cfg, teacher, source, MEAN, STD))
     s1, m1 = step(init_meta_state(cfg, teacher, key), None, jax.random.PRNGKey(5), images, labels)
     s2, m2 = step(init_meta_state(cfg, teacher, key), None, jax.random.PRNGKey(5), images, labels)
     jax.tree_util.tree_map(np.testing.assert_array_equal, s1, s2)
@@ -148,7 +151,7 @@ def test_meta_step_same_seed_same_result_and_skips_nonfinite(key):
     assert not np.allclose(s1.meta_params["z"], s3.meta_params["z"])
     # A non-finite meta-gradient leaves the meta-parameters and optimiser state untouched.
     bad = dataclasses.replace(cfg, init_lr=1e38)
-    step_bad = jax.jit(make_meta_step(bad, dataclasses.replace(teacher, init_lr=1e38), source, MEAN, STD))
+    step_bad = jax.jit(exact_meta_step(bad, dataclasses.replace(teacher, init_lr=1e38), source, MEAN, STD))
     s0 = init_meta_state(bad, dataclasses.replace(teacher, init_lr=1e38), key)
     s4, m4 = step_bad(s0, None, jax.random.PRNGKey(5), images, labels)
     assert not bool(m4["finite"])
@@ -190,9 +193,9 @@ def test_paper_generator_shapes(key):
     ((1, 1, 4, 3), (2, 2), "VALID"), ((1, 3, 2, 3), (1, 2), ((0, 0), (1, 1))),
     ((3, 3, 2, 2), (2, 2), ((1, 1), (1, 1)))])
 def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding, key, monkeypatch):
-    """The im2col form (gtn_nas.nn.spatial) is the same function as XLA's convolution, and so are
+    """The im2col form (gtn_nas.core.nn.spatial) is the same function as XLA's convolution, and so are
     the derivatives meta-training takes of it: the gradient of a weight gradient."""
-    from gtn_nas.nn.spatial import conv2d
+    from gtn_nas.core.nn.spatial import conv2d
 
     kx, kw = jax.random.split(key)
 
@@ -217,7 +220,7 @@ def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding
 
 
 def test_conv_learners_prefer_slices_on_cpu_only(monkeypatch):
-    from gtn_nas.nn.spatial import use_slices
+    from gtn_nas.core.nn.spatial import use_slices
 
     monkeypatch.setenv("GTN_NAS_CONV", "auto")
     assert use_slices(True) == (jax.default_backend() == "cpu") and not use_slices(False)
@@ -225,3 +228,38 @@ def test_conv_learners_prefer_slices_on_cpu_only(monkeypatch):
     assert use_slices(False)
     monkeypatch.setenv("GTN_NAS_CONV", "xla")
     assert not use_slices(True)
+
+
+def test_estimator_and_outer_update_are_separate_pure_pieces(key):
+    """The trainer's roles apart (learned_optimization's shape): ``full_backprop`` estimates
+    (loss, meta-gradient, metrics) from any meta-loss; ``guarded_update`` applies a gradient
+    through optax, or skips it; a hand-made estimator slots into ``make_meta_step``."""
+    from gtn_nas.meta.estimator import full_backprop
+    from gtn_nas.meta.outer import guarded_update, make_meta_step, outer_optimizer
+
+    cfg, teacher, source = tiny_setup()
+    images, labels = fake_data(key)
+    meta_loss = make_meta_loss(cfg, teacher, source, MEAN, STD)
+    estimate = full_backprop(meta_loss)
+    ms = init_meta_state(cfg, teacher, key)
+    loss, grads, metrics = estimate(ms.meta_params, None, key, images, labels)
+    want = jax.grad(lambda m: meta_loss(m, None, key, images, labels)[0])(ms.meta_params)
+    jax.tree_util.tree_map(np.testing.assert_allclose, grads, want)
+    assert float(loss) == float(metrics["meta_loss"])
+
+    opt = outer_optimizer(cfg)
+    new, decided = guarded_update(cfg, opt, ms, loss, grads)
+    assert bool(decided["finite"]) and not bool(decided["spike"]) and int(new.step) == 1
+    assert not np.allclose(new.meta_params["z"], ms.meta_params["z"])
+    nan = jax.tree_util.tree_map(lambda g: g * jnp.nan, grads)
+    kept, decided = guarded_update(cfg, opt, ms, loss, nan)
+    assert not bool(decided["finite"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, kept.meta_params, ms.meta_params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, kept.opt_state, ms.opt_state)
+
+    def zero_estimate(meta, arch, k, x, y):  # another estimator behind the same signature
+        return jnp.float32(0.0), jax.tree_util.tree_map(jnp.zeros_like, meta), {}
+
+    still, m = jax.jit(make_meta_step(cfg, teacher, zero_estimate))(ms, None, key, images, labels)
+    assert bool(m["finite"]) and float(m["grad_norm"]) == 0.0
+    jax.tree_util.tree_map(np.testing.assert_allclose, still.meta_params, ms.meta_params)

@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import gtn_nas.data as data
-from gtn_nas.data import augment_crop_flip, load_dataset, read_arrays
-from gtn_nas.data.base import NORMALISATION
-from gtn_nas.data.raw import CIFAR10_CLASSES
+import gtn_nas.io.data as data
+from gtn_nas.core.images import crop_flip, random_crop
+from gtn_nas.io.data import load_dataset, read_arrays
+from gtn_nas.io.data.base import NORMALISATION
+from gtn_nas.io.data.raw import CIFAR10_CLASSES
 from gtn_nas.errors import DataError, GtnError
 
 from conftest import _write_idx
@@ -254,14 +255,14 @@ def test_prepared_tfds_dir_loads(tmp_path):
 
 def test_augment_crop_flip_shapes_and_determinism(key):
     images = jnp.asarray(np.random.default_rng(0).integers(1, 256, (6, 8, 8, 3)), jnp.uint8)
-    a = augment_crop_flip(key, images)
-    b = augment_crop_flip(key, images)
-    c = augment_crop_flip(jax.random.PRNGKey(1), images)
+    a = crop_flip(key, images)
+    b = crop_flip(key, images)
+    c = crop_flip(jax.random.PRNGKey(1), images)
     assert a.shape == images.shape and a.dtype == images.dtype
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     # Without padding every image is itself or its mirror image.
-    same = np.asarray(augment_crop_flip(key, images, pad=0))
+    same = np.asarray(random_crop(key, images, pad=0, flip=True))
     x = np.asarray(images)
     for out, im in zip(same, x):
         assert np.array_equal(out, im) or np.array_equal(out, im[:, ::-1])

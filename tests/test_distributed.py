@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from gtn_nas import distributed as dist
+from gtn_nas.core import distributed as dist
 from gtn_nas.config import MetaTrainConfig, build_config
 from gtn_nas.errors import ConfigError
-from gtn_nas.meta_train import meta_train
+from gtn_nas.commands.meta_train import meta_train
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -103,7 +103,7 @@ def test_two_process_meta_training_matches_one_process_and_resumes(fake_mnist, t
     assert steps == [1, 2, 3]  # only process 0 logs, and the resumed run adds one row
     for iterations in (2, 3):  # the same two invocations in one process on one device
         # (the cosine meta-lr schedule spans --iterations, so the 2-then-3 path is the reference)
-        one = meta_train(build_config(MetaTrainConfig, "meta-train", "tiny", dict(
+        one = meta_train(build_config(MetaTrainConfig, "tiny", dict(
             out=str(tmp_path / "one"), data_dir=str(fake_mnist), num_learners=2,
             iterations=iterations, eval_every=0, checkpoint_every=2, log_every=1)))
     assert two["final_meta_loss"] == pytest.approx(one["final_meta_loss"], rel=1e-5)

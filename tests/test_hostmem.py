@@ -1,4 +1,4 @@
-"""The malloc tuning of gtn_nas/hostmem.py: a freed large block is reused, not re-faulted."""
+"""The malloc tuning of gtn_nas/io/hostmem.py: a freed large block is reused, not re-faulted."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # of doing the same again: ~16,000 (one per 4 KB page) unless the first block's pages are reused.
 PROBE = """
 import ctypes, resource, sys
-from gtn_nas.hostmem import reuse_freed_memory
+from gtn_nas.io.hostmem import reuse_freed_memory
 applied = reuse_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p

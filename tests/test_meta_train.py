@@ -13,15 +13,16 @@ import jax
 import numpy as np
 import pytest
 
-from gtn_nas.checkpoint import Checkpointer
+from gtn_nas.io.checkpoint import Checkpointer
 from gtn_nas.config import MetaTrainConfig, build_config
 from gtn_nas.errors import CheckpointError, ConfigError, NonFiniteError
-from gtn_nas.meta_train import load_gtn, meta_train
-from gtn_nas.ui import Reporter
+from gtn_nas.meta.gtn import load_gtn
+from gtn_nas.commands.meta_train import meta_train
+from gtn_nas.io.ui import Reporter
 
 
 def tiny(out, data_dir, **kw):
-    return build_config(MetaTrainConfig, "meta-train", "tiny",
+    return build_config(MetaTrainConfig, "tiny",
                         dict(out=str(out), data_dir=str(data_dir), **kw))
 
 
@@ -203,7 +204,8 @@ def test_nonfinite_meta_gradients_stop_with_a_loadable_checkpoint(tmp_path, fake
 
 def _like(run_dir):
     from gtn_nas.config import load_config
-    from gtn_nas.meta_train import build_teacher, init_meta_state
+    from gtn_nas.meta.gtn import build_teacher
+    from gtn_nas.meta.outer import init_meta_state
 
     cfg = load_config(MetaTrainConfig, run_dir / "config.json")
     return init_meta_state(cfg, build_teacher(cfg, (28, 28, 1), 10), jax.random.PRNGKey(0))

@@ -11,9 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from gtn_nas import retrain as lib
+from gtn_nas.commands import retrain as lib
+from gtn_nas.config import RetrainConfig, build_config
+from gtn_nas.core.images import cutout, random_crop
 from gtn_nas.errors import ArchitectureError, ConfigError
-from gtn_nas.retrain import RetrainConfig, build_retrain_config, resolve_archs
+from gtn_nas.search.archs import resolve_archs
 
 NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
 MICRO = ("normal: 0 2 1 3, 1 1 2 9, 0 0 3 6, 2 4 1 8, 4 2 5 0 | "
@@ -22,7 +24,7 @@ runner = CliRunner()
 
 
 def tiny_cfg(out, data_dir, **kw):
-    return build_retrain_config("tiny", dict(arch=NB201, out=str(out), data_dir=str(data_dir),
+    return build_config(RetrainConfig, "tiny", dict(arch=NB201, out=str(out), data_dir=str(data_dir),
                                              channels=2, **kw))
 
 
@@ -76,10 +78,10 @@ def test_json_without_genotype(tmp_path):
 
 
 def test_config_presets_and_validation():
-    cfg = build_retrain_config("paper", dict(arch=NB201, dataset="cifar10"))
+    cfg = build_config(RetrainConfig, "paper", dict(arch=NB201, dataset="cifar10"))
     assert (cfg.epochs, cfg.channels, cfg.cells, cfg.cutout, cfg.auxiliary) == (600, 36, 6, 16, True)
     assert cfg.augment == "crop_flip"  # auto on CIFAR-10
-    cfg = build_retrain_config("cpu", dict(arch=NB201))
+    cfg = build_config(RetrainConfig, "cpu", dict(arch=NB201))
     assert (cfg.dataset, cfg.augment) == (None, "auto")  # resolved per architecture
     (spec,) = resolve_archs(NB201)
     one = lib.for_spec(cfg, spec)
@@ -92,12 +94,12 @@ def test_config_presets_and_validation():
 
 def test_cutout_and_crop(key):
     x = jnp.ones((4, 8, 8, 1))
-    holes = jax.jit(lib.cutout, static_argnums=2)(key, x, 4)
+    holes = jax.jit(cutout, static_argnums=2)(key, x, 4)
     assert holes.shape == x.shape
     zeros = np.asarray(jnp.sum(holes == 0, axis=(1, 2, 3)))
     assert np.all((zeros >= 4) & (zeros <= 16))  # a 4x4 square, clipped at the borders
     images = jnp.arange(4 * 8 * 8, dtype=jnp.int32).reshape(4, 8, 8, 1).astype(jnp.uint8)
-    crop = jax.jit(lib.random_crop)
+    crop = jax.jit(random_crop)
     a, b = crop(key, images), crop(key, images)
     assert a.shape == images.shape and a.dtype == jnp.uint8
     np.testing.assert_array_equal(a, b)

@@ -3,17 +3,18 @@
 import jax
 import pytest
 
-from gtn_nas.checkpoint import Checkpointer
+from gtn_nas.io.checkpoint import Checkpointer
 from gtn_nas.config import MetaTrainConfig, build_config, save_config
-from gtn_nas.data.base import DATASETS, IMAGE_SHAPES
-from gtn_nas.meta_train import init_meta_state, load_gtn
+from gtn_nas.io.data.base import DATASETS, IMAGE_SHAPES
+from gtn_nas.meta.outer import init_meta_state
+from gtn_nas.meta.gtn import load_gtn
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_load_gtn_builds_the_teacher_of_the_run_s_dataset(tmp_path, dataset):
-    cfg = build_config(MetaTrainConfig, "meta-train", "tiny", dict(out=str(tmp_path), dataset=dataset))
+    cfg = build_config(MetaTrainConfig, "tiny", dict(out=str(tmp_path), dataset=dataset))
     save_config(cfg, tmp_path / "config.json")
-    from gtn_nas.meta_train import build_teacher
+    from gtn_nas.meta.gtn import build_teacher
 
     teacher = build_teacher(cfg, IMAGE_SHAPES[dataset], 10)
     ckpt = Checkpointer(tmp_path / "checkpoints")
@@ -26,7 +27,7 @@ def test_load_gtn_builds_the_teacher_of_the_run_s_dataset(tmp_path, dataset):
 
 
 def test_the_official_files_of_another_dataset_are_refused(shared_data):
-    from gtn_nas.data import load_dataset
+    from gtn_nas.io.data import load_dataset
     from gtn_nas.errors import DataError
 
     with pytest.raises(DataError, match="is mnist's train-images-idx3-ubyte, not fashion_mnist's"):
@@ -38,7 +39,7 @@ def test_a_dataset_too_small_to_validate_on_is_an_error(tmp_path):
     import numpy as np
 
     from conftest import _write_idx
-    from gtn_nas.data import load_dataset
+    from gtn_nas.io.data import load_dataset
     from gtn_nas.errors import DataError
 
     (tmp_path / "mnist").mkdir()
@@ -131,10 +132,11 @@ def test_the_validator_takes_the_split_as_an_argument_not_a_constant(fake_mnist)
     for CIFAR-10); as an argument the lowered program holds no array of their size."""
     import jax.numpy as jnp
 
-    from gtn_nas.data import load_dataset
-    from gtn_nas.meta_train import build_learner_source, build_teacher, make_validator
+    from gtn_nas.io.data import load_dataset
+    from gtn_nas.meta.gtn import build_learner_source, build_teacher
+    from gtn_nas.commands.meta_train import make_validator
 
-    cfg = build_config(MetaTrainConfig, "meta-train", "tiny", dict(out="unused"))
+    cfg = build_config(MetaTrainConfig, "tiny", dict(out="unused"))
     data = load_dataset("mnist", fake_mnist)
     teacher = build_teacher(cfg, data.image_shape, 10)
     source = build_learner_source(cfg, data.image_shape, 10)
@@ -164,14 +166,15 @@ def test_the_meta_step_compiles_once_over_several_steps(fake_mnist):
     outer steps reuse the first step's program (a retrace would recompile the second-order step)."""
     import jax.numpy as jnp
 
-    from gtn_nas.data import load_dataset
-    from gtn_nas.meta_train import build_learner_source, build_teacher, make_meta_step
+    from gtn_nas.io.data import load_dataset
+    from gtn_nas.meta.gtn import build_learner_source, build_teacher
+    from gtn_nas.meta import exact_meta_step
 
-    cfg = build_config(MetaTrainConfig, "meta-train", "tiny", dict(out="unused"))
+    cfg = build_config(MetaTrainConfig, "tiny", dict(out="unused"))
     data = load_dataset("mnist", fake_mnist)
     teacher = build_teacher(cfg, data.image_shape, 10)
     source = build_learner_source(cfg, data.image_shape, 10)
-    step = jax.jit(make_meta_step(cfg, teacher, source, data.mean, data.std), donate_argnums=0)
+    step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std), donate_argnums=0)
     state = init_meta_state(cfg, teacher, jax.random.PRNGKey(0))
     images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
     for i in range(4):

@@ -13,21 +13,24 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from gtn_nas import meta_train as mt
-from gtn_nas.checkpoint import Checkpointer
+from gtn_nas.commands.meta_train import meta_train
+from gtn_nas.meta.gtn import build_learner_source, build_teacher, load_gtn
+from gtn_nas.meta import exact_meta_step
+from gtn_nas.meta.outer import SPIKE_GROWTH, SPIKE_WARMUP, init_meta_state
+from gtn_nas.io.checkpoint import Checkpointer
 from gtn_nas.config import EvaluateConfig, MetaTrainConfig, RankConfig, build_config
-from gtn_nas.data import load_dataset
+from gtn_nas.io.data import load_dataset
 from gtn_nas.errors import ConfigError
-from gtn_nas.evaluate import evaluate
-from gtn_nas.generator import make_generator
-from gtn_nas.teacher import Teacher
+from gtn_nas.commands.evaluate import evaluate
+from gtn_nas.core.generator import make_generator
+from gtn_nas.core.teacher import Teacher
 
 pytestmark = pytest.mark.usefixtures("xla_disk_cache")
 runner = CliRunner()
 
 
 def tiny(out, data_dir, **kw):
-    return build_config(MetaTrainConfig, "meta-train", "tiny",
+    return build_config(MetaTrainConfig, "tiny",
                         dict(out=str(out), data_dir=str(data_dir), **kw))
 
 
@@ -61,12 +64,12 @@ def test_a_meta_gradient_spike_is_rejected_and_the_run_goes_on(fake_mnist):
     is unchanged, Adam's moments too) and the next ordinary step is accepted again."""
     cfg = tiny("unused", fake_mnist, spike_factor=10.0, lr_max=0, momentum_max=0)
     data = load_dataset("mnist", str(fake_mnist), 0)
-    teacher = mt.build_teacher(cfg, data.image_shape, 10)
-    source = mt.build_learner_source(cfg, data.image_shape, 10)
-    step = jax.jit(mt.make_meta_step(cfg, teacher, source, data.mean, data.std))
+    teacher = build_teacher(cfg, data.image_shape, 10)
+    source = build_learner_source(cfg, data.image_shape, 10)
+    step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std))
     images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
-    state = mt.init_meta_state(cfg, teacher, jax.random.PRNGKey(0))
-    for i in range(mt.SPIKE_WARMUP + 2):
+    state = init_meta_state(cfg, teacher, jax.random.PRNGKey(0))
+    for i in range(SPIKE_WARMUP + 2):
         state, m = step(state, None, jax.random.PRNGKey(i), images, labels)
         assert not bool(m["spike"])
     ema = float(state.grad_ema)
@@ -79,9 +82,9 @@ def test_a_meta_gradient_spike_is_rejected_and_the_run_goes_on(fake_mnist):
     for a, b in zip(jax.tree_util.tree_leaves((after.meta_params, after.opt_state)),
                     jax.tree_util.tree_leaves((wild.meta_params, wild.opt_state))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert float(after.grad_ema) == pytest.approx(mt.SPIKE_GROWTH * ema, rel=1e-5)
+    assert float(after.grad_ema) == pytest.approx(SPIKE_GROWTH * ema, rel=1e-5)
 
-    off = mt.make_meta_step(tiny("unused", fake_mnist, spike_factor=0.0, lr_max=0,
+    off = exact_meta_step(tiny("unused", fake_mnist, spike_factor=0.0, lr_max=0,
                                  momentum_max=0), teacher, source, data.mean, data.std)
     applied, m = jax.jit(off)(wild, None, jax.random.PRNGKey(99), images, labels)
     assert not bool(m["spike"])  # without the guard the same step moves the generator
@@ -115,8 +118,8 @@ def collapsed_run(tmp_path_factory, squares):
     1000 with rollback on: Adam moves every meta-parameter by ~1000 and the fresh learner's
     validation collapses to chance at step 14 (both settings may change on resume)."""
     out = tmp_path_factory.mktemp("rollback") / "run"
-    mt.meta_train(collapse_cfg(out, squares, iterations=12))
-    summary = mt.meta_train(collapse_cfg(out, squares, iterations=14, meta_lr=1e3,
+    meta_train(collapse_cfg(out, squares, iterations=12))
+    summary = meta_train(collapse_cfg(out, squares, iterations=14, meta_lr=1e3,
                                          rollback_drop=0.2))
     return out, summary
 
@@ -142,8 +145,8 @@ def test_validation_collapse_rolls_back_to_the_best_state(collapsed_run, squares
     assert summary["best_validation_accuracy"] == vals[best_step]
     assert summary["validation_drops"][-1]["step"] == 14
     assert json.loads((out / "best" / "best.json").read_text())["step"] == best_step
-    _, _, best, got_best = mt.load_gtn(out)  # evaluate and search read `best` by default
-    _, _, last, got_last = mt.load_gtn(out, "last")
+    _, _, best, got_best = load_gtn(out)  # evaluate and search read `best` by default
+    _, _, last, got_last = load_gtn(out, "last")
     assert (got_best, got_last) == (best_step, 14)
     _same(best, last)  # the state saved at step 14 is the best one, not the wrecked one
 
@@ -152,11 +155,11 @@ def test_a_resumed_run_rolls_back_from_the_best_checkpoint_on_disk(collapsed_run
                                                                     tmp_path):
     out = tmp_path / "again"
     shutil.copytree(collapsed_run[0], out)
-    summary = mt.meta_train(collapse_cfg(out, squares, iterations=16, meta_lr=1e3,
+    summary = meta_train(collapse_cfg(out, squares, iterations=16, meta_lr=1e3,
                                          rollback_drop=0.2))
     assert [r["step"] for r in summary["rollbacks"]] == [14, 16]
     assert summary["rollbacks"][1]["lr_scale"] == 0.25
-    _same(mt.load_gtn(out)[2], mt.load_gtn(out, "last")[2])
+    _same(load_gtn(out)[2], load_gtn(out, "last")[2])
 
 
 def test_evaluate_uses_best_unless_told_last(collapsed_run, tmp_path, squares):
@@ -214,8 +217,8 @@ def test_evaluate_and_search_refuse_non_finite_gtn_parameters(collapsed_run, tmp
     shutil.rmtree(out / "best")  # no best: both read the last checkpoint, now poisoned
     ckpt = Checkpointer(out / "checkpoints")
     cfg = collapse_cfg(out, squares)
-    teacher = mt.build_teacher(cfg, (28, 28, 1), 10)
-    state = ckpt.restore(14, mt.init_meta_state(cfg, teacher, jax.random.PRNGKey(0)))
+    teacher = build_teacher(cfg, (28, 28, 1), 10)
+    state = ckpt.restore(14, init_meta_state(cfg, teacher, jax.random.PRNGKey(0)))
     gen = jax.tree_util.tree_map(lambda x: np.full_like(x, np.nan), state.meta_params["generator"])
     ckpt.save(15, state._replace(meta_params=dict(state.meta_params, generator=gen)))
     ckpt.close()

@@ -7,14 +7,17 @@ import json
 import sqlite3
 
 import numpy as np
+import jax
 import pytest
 from typer.testing import CliRunner
 
 import cli
-from gtn_nas import search as lib
+from gtn_nas.commands import search as lib
+from gtn_nas.config import SearchConfig, build_config
+from gtn_nas.search.indices import genotype_at, indices
 from gtn_nas.config import RankConfig
-from gtn_nas.rank import rank, rank_metrics
-from gtn_nas.store import Store
+from gtn_nas.commands.rank import rank, rank_metrics
+from gtn_nas.search.store import Store
 from search_spaces import get_space
 
 runner = CliRunner()
@@ -26,7 +29,7 @@ def _cfg(gtn_run, fake_mnist, out, **kw):
     over = dict(gtn=str(gtn_run), out=str(out), data_dir=str(fake_mnist), channels=2,
                 eval_subset=16, proxies=("gtn", "real", "params"), program="exact")
     over.update(kw)
-    return lib.search_config("tiny", over)
+    return build_config(SearchConfig, "tiny", over)
 
 
 def _rows(folder):
@@ -63,7 +66,7 @@ def test_tiny_search_end_to_end_through_the_cli(gtn_run, fake_mnist, tmp_path):
             assert 0.0 <= r[f"{p}_score"] <= 1.0
             assert r[f"{p}_train_s"] > 0 and r[f"{p}_compile_s"] >= 0
     # Architecture 1 reuses nothing it should not: its genotype is index 1's, from fold_in.
-    assert rows[1]["genotype"] == lib.genotype_at(space, _cfg(gtn_run, fake_mnist, out, budget=2),
+    assert rows[1]["genotype"] == genotype_at(space, _cfg(gtn_run, fake_mnist, out, budget=2),
                                                   1).to_str()
     with open(out / "leaderboard.csv") as f:
         board = list(csv.DictReader(f))
@@ -72,7 +75,7 @@ def test_tiny_search_end_to_end_through_the_cli(gtn_run, fake_mnist, tmp_path):
     assert top["arch"] == max(rows, key=lambda r: (r["gtn_score"], -r["idx"]))["genotype"]
     assert top["provenance"]["index"] in (0, 1) and top["scores"]["gtn"] == pytest.approx(
         max(r["gtn_score"] for r in rows))
-    from gtn_nas.retrain import resolve_archs
+    from gtn_nas.search.archs import resolve_archs
     assert resolve_archs(str(out / "top" / "01.json"), None, None)[0]
 
 
@@ -116,7 +119,7 @@ def test_two_worker_processes_write_exactly_the_one_process_rows(uninterrupted, 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_shards_partition_the_indices(gtn_run, fake_mnist, tmp_path, n):
     cfg = _cfg(gtn_run, fake_mnist, tmp_path, budget=7)
-    parts = [list(lib._indices(cfg, s, n)) for s in range(n)]
+    parts = [list(indices(cfg, s, n)) for s in range(n)]
     assert sorted(itertools.chain(*parts)) == list(range(7))
 
 
@@ -216,7 +219,7 @@ def test_rank_bad_truth(tmp_path):
 
 
 def test_cosine_real_schedule():
-    from gtn_nas.training import lr_schedule
+    from gtn_nas.core.training import lr_schedule
 
     np.testing.assert_allclose(lr_schedule(0.2, 4, "cosine"), [0.2, 0.1707107, 0.1, 0.0292893],
                                rtol=1e-5)
@@ -272,10 +275,8 @@ def test_shared_scan_program_scores_like_exact(uninterrupted, gtn_run, fake_mnis
     """Where an accelerator runs the supernet (the whole proxy one compiled scan program, not
     stepped from the host), the scores still match each genotype's own network, and the program
     is compiled once. The program is backend-independent, so the CPU can check it."""
-    from gtn_nas import search as search_mod
-
     exact_dir, _ = uninterrupted
-    monkeypatch.setattr(search_mod.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "scan", budget=3, program="shared"))
     exact, scan = _rows(exact_dir), _rows(tmp_path / "scan")
     for col in ("gtn_score", "real_score"):
@@ -288,12 +289,10 @@ def test_compiled_programs_are_keyed_on_all_they_bake_in(gtn_run, fake_mnist, tm
     """The accelerator's whole-proxy program bakes in the real-data lr schedule and the
     convolution form ($GTN_NAS_CONV): a search that changes either compiles anew instead of
     reusing the other's program (a cosine ground truth silently equal to a constant-lr proxy)."""
-    from gtn_nas import search as search_mod
+    from gtn_nas.search.programs import PROGRAMS
 
-    import collections
-
-    monkeypatch.setattr(search_mod.jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(search_mod, "_PROGRAMS", collections.OrderedDict())  # other tests' too
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    PROGRAMS.clear()  # other tests' too
     kw = dict(budget=1, program="shared", proxies=("real",))
     first = lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "a", **kw))
     assert _rows(tmp_path / "a")[0]["real_compile_s"] > 0
@@ -329,7 +328,7 @@ def test_time_budget_counts_the_workers_time(gtn_run, fake_mnist, tmp_path, monk
     and run about twice the budget)."""
     import time
 
-    from gtn_nas import fanout
+    from gtn_nas.search import fanout
 
     monkeypatch.setattr(fanout, "run_workers", lambda *a, **k: time.sleep(1.5))
     summary = lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "s", budget=3, workers=2,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from gtn_nas.errors import ArchitectureError
-from gtn_nas.nn import BatchNorm, WNConv
-from search_spaces import MicroGenotype, NB201Genotype, count_flops, count_params, get_space
+from gtn_nas.core.nn import BatchNorm, WNConv
+from search_spaces import MicroGenotype, NB201Genotype, get_space
+from gtn_nas.core.cost import count_flops, count_params
 from search_spaces import micro, nb201
 from search_spaces.base import SearchSpace
 
@@ -32,7 +33,7 @@ def _nn_layers_need_rank_promotion() -> bool:
 
 @pytest.fixture(autouse=True, scope="module")
 def _rank_promotion():
-    """conftest raises on implicit rank promotion; gtn_nas.nn's layers broadcast [C] against NHWC
+    """conftest raises on implicit rank promotion; gtn_nas.core.nn's layers broadcast [C] against NHWC
     (WNConv's scale, BatchNorm), so allow it only while those layers still need it."""
     if _nn_layers_need_rank_promotion():
         with jax.numpy_rank_promotion("allow"):

@@ -5,8 +5,8 @@ import json
 from typer.testing import CliRunner
 
 import cli
-from gtn_nas.show import kind_of, show
-from gtn_nas.store import Store
+from gtn_nas.commands.show import kind_of, show
+from gtn_nas.search.store import Store
 
 runner = CliRunner()
 

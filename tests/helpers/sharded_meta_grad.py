@@ -8,23 +8,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gtn_nas import distributed as dist
-from gtn_nas import meta_train as mt
+from gtn_nas.core import distributed as dist
+from gtn_nas.commands.meta_train import meta_train
+from gtn_nas.meta.estimator import make_meta_loss
+from gtn_nas.meta.gtn import build_learner_source, build_teacher
+from gtn_nas.meta.outer import init_meta_state
 from gtn_nas.config import MetaTrainConfig, build_config
 from gtn_nas.errors import ConfigError
 
 
 def main(data_dir: str, out: str) -> None:
-    cfg = build_config(MetaTrainConfig, "meta-train", "tiny", dict(num_learners=4))
-    teacher = mt.build_teacher(cfg, (28, 28, 1), 10)
-    source = mt.build_learner_source(cfg, (28, 28, 1), 10)
+    cfg = build_config(MetaTrainConfig, "tiny", dict(num_learners=4))
+    teacher = build_teacher(cfg, (28, 28, 1), 10)
+    source = build_learner_source(cfg, (28, 28, 1), 10)
     key = jax.random.PRNGKey(0)
     images = jax.random.normal(jax.random.PRNGKey(1), (256, 28, 28, 1))
     labels = jax.random.randint(jax.random.PRNGKey(2), (256,), 0, 10)
-    meta = mt.init_meta_state(cfg, teacher, key).meta_params
+    meta = init_meta_state(cfg, teacher, key).meta_params
 
     def grad_fn(mesh):
-        loss = mt.make_meta_loss(cfg, teacher, source, 0.0, 1.0, None, mesh)
+        loss = make_meta_loss(cfg, teacher, source, 0.0, 1.0, None, mesh)
         return jax.jit(jax.grad(lambda m, k, x, y: loss(m, None, k, x, y)[0]))
 
     g1 = grad_fn(None)(meta, key, images, labels)
@@ -45,10 +48,10 @@ def main(data_dir: str, out: str) -> None:
     # The whole command on the 4-device mesh against the same command on one device.
     runs = {}
     for devices in (1, 0):
-        c = build_config(MetaTrainConfig, "meta-train", "tiny", dict(
+        c = build_config(MetaTrainConfig, "tiny", dict(
             out=f"{out}/devices{devices}", data_dir=data_dir, num_learners=4, devices=devices,
             iterations=2, eval_every=0, checkpoint_every=2, log_every=1, samples_every=0))
-        runs[devices] = mt.meta_train(c)
+        runs[devices] = meta_train(c)
     print(json.dumps({
         "devices": jax.device_count(), "max_diff": diff, "max_grad": scale,
         "all_reduce": hlo.count("all-reduce"), "errors": errors,

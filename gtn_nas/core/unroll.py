@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.learners import Learner
+from gtn_nas.core.learners import Learner
+from gtn_nas.core.metrics import nll
 
 REMAT_LEVELS = ("none", "step", "nested")
 
@@ -30,15 +31,6 @@ class InnerState(NamedTuple):
 def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """−Σ y·log_softmax / B: works for one-hot and learned soft labels alike."""
     return -jnp.sum(targets * jax.nn.log_softmax(logits)) / logits.shape[0]
-
-
-def nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    logp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def init_inner_state(learner: Learner, key: jax.Array) -> InnerState:

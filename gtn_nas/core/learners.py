@@ -8,6 +8,7 @@ imports them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.nn import MeanOnlyBN, WNConv, WNDense, leaky_relu
+from gtn_nas.core.nn import MeanOnlyBN, WNConv, WNDense, leaky_relu
 
 Params = Any  # pytree of arrays
 State = Any  # pytree of arrays (the batch_stats collection)
@@ -32,6 +33,24 @@ class Learner(NamedTuple):
     name: str
     init: Callable[[jax.Array], tuple[Params, State]]
     apply: Callable[[Params, State, jax.Array, bool], tuple[jax.Array, State]]
+
+
+@dataclass(frozen=True)
+class LearnerSource:
+    """Where each outer step's learner comes from.
+
+    ``build(arch)`` returns the Learner for an architecture encoding (None for a fixed learner),
+    called inside the jitted meta-step, so an array ``arch`` lets every architecture share one
+    compiled program; ``sample(key)`` draws the encoding for a step.
+    """
+
+    name: str
+    build: Callable[[Any], Learner]
+    sample: Callable[[jax.Array], Any] = lambda key: None
+
+
+def fixed_source(learner: Learner) -> LearnerSource:
+    return LearnerSource(learner.name, lambda arch: learner)
 
 
 def learner_from_module(name: str, module: nn.Module, input_shape: Sequence[int]) -> Learner:
@@ -124,7 +143,3 @@ def make_learner(name: str, input_shape: Sequence[int], num_classes: int = 10,
     else:
         raise ConfigError(f"unknown learner {name!r}; choose one of {', '.join(FIXED_LEARNERS)}")
     return learner_from_module(name, module, input_shape)
-
-
-def count_params(tree: Params) -> int:
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gtn_nas.nn.spatial import conv2d
+from gtn_nas.core.nn.spatial import conv2d
 
 _kaiming_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 

@@ -17,16 +17,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from gtn_nas.config import SearchConfig
-from gtn_nas.errors import ConfigError, GtnError
-from gtn_nas.runs import write_atomic
-from gtn_nas.search import index_stop
-from gtn_nas.store import Store
-from gtn_nas.ui import Reporter
+from gtn_nas.errors import GtnError
+from gtn_nas.io.runs import write_atomic
+from gtn_nas.io.ui import Reporter
+from gtn_nas.search.indices import index_stop
+from gtn_nas.search.store import Store
 
 POLL_SECONDS = 1.0
 
@@ -59,9 +58,12 @@ def _done_in(store, configs: list[SearchConfig], stop: int | None) -> int:
                and any(i % n == s for s, n in mine))
 
 
-def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int,
-                num_shards: int) -> None:
-    """Runs ``cfg.workers`` worker processes to completion (or raises the first one's error)."""
+def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int, num_shards: int,
+                entry: list[str]) -> None:
+    """Runs ``cfg.workers`` worker processes to completion (or raises the first one's error).
+
+    ``entry``: the command line of one worker, completed by the path of its config JSON (the
+    search command's own module: this module does not import the command that drives it)."""
     configs = worker_configs(cfg, shard, num_shards)
     gpus = local_gpus()
     if gpus and len(gpus) < len(configs):
@@ -80,7 +82,7 @@ def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int,
                 env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
             log_path = folder / f"{w:02d}.log"
             with open(log_path, "w") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "gtn_nas.fanout", str(cfg_path)],
+                proc = subprocess.Popen([*entry, str(cfg_path)],
                                         env=env, stdout=log, stderr=subprocess.STDOUT)
             procs.append((proc, log_path))
         rep.info(f"search fan-out: {len(procs)} worker processes"
@@ -125,25 +127,3 @@ def _stop(procs) -> None:
 def _last_line(path: Path) -> str:
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "no output"
-
-
-def worker_main(argv: list[str]) -> int:
-    """Entry of one worker process: ``python -m gtn_nas.fanout CONFIG_JSON``."""
-    from gtn_nas.config import load_config
-    from gtn_nas.search import search
-
-    try:
-        if len(argv) != 1:
-            raise ConfigError("usage: python -m gtn_nas.fanout WORKER_CONFIG.json")
-        cfg = load_config(SearchConfig, Path(argv[0]))
-        search(cfg, worker=True)
-    except GtnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from gtn_nas import plots
+from gtn_nas.io import plots
 from gtn_nas.errors import CheckpointError, GtnError
-from gtn_nas.runs import check_writable, read_json, read_jsonl
+from gtn_nas.io.runs import check_writable, read_json, read_jsonl
 
 
 def kind_of(run_dir: Path) -> str:
@@ -76,8 +76,8 @@ def _meta_train(run_dir: Path, out: Path) -> list[Path]:
 
 
 def _search(run_dir: Path, out: Path) -> list[Path]:
-    from gtn_nas.rank import _corr
-    from gtn_nas.store import Store
+    from gtn_nas.commands.rank import _corr
+    from gtn_nas.search.store import Store
 
     with Store(run_dir / "results.sqlite") as store:
         rows = store.rows()

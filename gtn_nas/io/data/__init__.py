@@ -11,13 +11,10 @@ import hashlib
 import os
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gtn_nas.data import raw, tfds_source
-from gtn_nas.data.base import (DATASETS, IMAGE_SHAPES, NORMALISATION, TRAIN_SIZES, Dataset, Split,
-                               normalize)
+from gtn_nas.io.data import raw, tfds_source
+from gtn_nas.io.data.base import DATASETS, IMAGE_SHAPES, NORMALISATION, TRAIN_SIZES, Dataset, Split
 from gtn_nas.errors import DataError
 
 ENV_DATA_DIR = "GTN_NAS_DATA_DIR"
@@ -139,19 +136,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None, split_seed: int 
     return Dataset(name, train, validation, Split(xte, yte), mean, std, 10, source)
 
 
-def augment_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:
-    """Random crop with zero padding plus horizontal flip, per image (the paper's CIFAR meta-loss batches)."""
-    n, h, w, _ = images.shape
-    k_x, k_y, k_f = jax.random.split(key, 3)
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    ox = jax.random.randint(k_x, (n,), 0, 2 * pad + 1)
-    oy = jax.random.randint(k_y, (n,), 0, 2 * pad + 1)
-    crop = jax.vmap(lambda im, a, b: jax.lax.dynamic_slice(im, (a, b, 0), (h, w, im.shape[-1])))
-    out = crop(padded, oy, ox)
-    flip = jax.random.bernoulli(k_f, 0.5, (n,))[:, None, None, None]
-    return jnp.where(flip, out[:, :, ::-1], out)
-
-
 def describe_sources(data_dir: str | Path | None = None) -> list[dict]:
     """One row per dataset: where it would be read from, or why it cannot be."""
     rows = []
@@ -180,5 +164,13 @@ def _has_local(name: str, data_dir) -> bool:
     return tfds_source.prepared_dir(name, root) is not None
 
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "augment_crop_flip", "describe_sources",
-           "default_data_dir", "normalize", "read_arrays"]
+def subset(images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0):
+    """A fixed, seeded subset (the whole split when ``size`` >= its length)."""
+    if size >= len(labels):
+        return images, labels
+    idx = np.random.default_rng(seed).permutation(len(labels))[:size]
+    return images[idx], labels[idx]
+
+
+__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "describe_sources",
+           "default_data_dir", "read_arrays", "subset"]

@@ -72,7 +72,7 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, tree: Any) -> None:
-        from gtn_nas.distributed import to_host
+        from gtn_nas.core.distributed import to_host
 
         if not self.writer:
             return

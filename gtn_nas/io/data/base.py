@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 # Per-channel mean/std of x/255, the paper's normalisation (gtn-spec 1.9).
@@ -45,10 +43,3 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
-
-
-def normalize(images, mean, std) -> jax.Array:
-    """uint8 [..., H, W, C] -> float32 normalised; cheap enough to run inside jitted code."""
-    x = jnp.asarray(images, jnp.float32) / 255.0
-    shape = (1,) * (x.ndim - 1) + (-1,)
-    return (x - jnp.asarray(mean, jnp.float32).reshape(shape)) / jnp.asarray(std, jnp.float32).reshape(shape)

@@ -24,9 +24,9 @@ import numpy as np
 
 from gtn_nas.config import RankConfig
 from gtn_nas.errors import ConfigError, DataError
-from gtn_nas.runs import check_writable, write_json
-from gtn_nas.store import Store, score_column
-from gtn_nas.ui import Reporter
+from gtn_nas.io.runs import check_writable, write_json
+from gtn_nas.search.store import Store, score_column
+from gtn_nas.io.ui import Reporter
 
 NB201_FILE = Path("nb201") / "nb201_cifar_accuracy.csv"
 NB201_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs",
@@ -44,7 +44,7 @@ def _open_store(folder: str | Path) -> Store:
 
 def nb201_truth(data_dir: str | Path | None, column: str = "cifar10") -> dict[str, float]:
     """Genotype string -> the benchmark's final test accuracy (percent)."""
-    from gtn_nas.data import default_data_dir
+    from gtn_nas.io.data import default_data_dir
 
     path = Path(data_dir).expanduser() if data_dir else default_data_dir()
     path = path / NB201_FILE
@@ -120,7 +120,7 @@ def rank_metrics(proxy: np.ndarray, truth: np.ndarray, index: np.ndarray | None 
 
 def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Runs `gtn-nas rank`; returns the summary also saved as ``rank.json``."""
-    from gtn_nas import plots
+    from gtn_nas.io import plots
 
     rep = reporter or Reporter(quiet=True)
     check_writable(Path(cfg.out) if cfg.out else Path(cfg.search) / "rank.json", is_file=True)

@@ -12,17 +12,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from gtn_nas.config import load_config, save_config
+from gtn_nas.config import load_config, resumable_keys, save_config
 from gtn_nas.errors import ConfigError
-
-# Keys that may differ between the run that created a directory and the one resuming it.
-RESUMABLE_KEYS = {"data_dir", "log_every", "eval_every", "checkpoint_every", "samples_every",
-                  "out", "iterations", "max_nonfinite", "eval_subset", "devices", "coordinator",
-                  "num_processes", "process_id",
-                  # the guards' settings and the step size: the advice after a blow-up is to
-                  # resume the same run with a lower --meta-lr (the optimiser state is unchanged)
-                  "meta_lr", "grad_clip", "spike_factor", "rollback_drop"}
-
+from gtn_nas.io.files import read_json, read_jsonl, write_atomic, write_json  # noqa: F401 - the run API
 
 def check_writable(path: str | Path, is_file: bool = False) -> Path:
     """Refuses, before any work, an output that cannot be written: ``path`` (a folder, or with
@@ -42,8 +34,10 @@ def check_writable(path: str | Path, is_file: bool = False) -> Path:
     return path
 
 
-def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] = RESUMABLE_KEYS) -> tuple[Path, bool]:
-    """Creates ``out`` with its config.json, or checks an existing one matches. Returns (dir, resumed)."""
+def open_run_dir(cfg, out: str | Path, ignore: Iterable[str] | None = None) -> tuple[Path, bool]:
+    """Creates ``out`` with its config.json, or checks an existing one matches (all but the
+    resumable fields, or ``ignore``). Returns (dir, resumed)."""
+    ignore = resumable_keys(type(cfg)) if ignore is None else ignore
     run_dir = check_writable(out)
     path = run_dir / "config.json"
     if path.exists():
@@ -97,33 +91,3 @@ class MetricsLog:
 
     def read(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path) if self.path.exists() else []
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file, skipping a line cut short by a kill."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent writers never share it
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e})") from None

@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gtn_nas.data.base import normalize
-from gtn_nas.learners import Learner
-from gtn_nas.teacher import MetaParams, Teacher
-from gtn_nas.unroll import InnerState, accuracy, init_inner_state, sgd_step, unroll
+from gtn_nas.core.images import normalize
+from gtn_nas.core.learners import Learner
+from gtn_nas.core.metrics import count_correct, split_accuracy
+from gtn_nas.core.teacher import MetaParams, Teacher
+from gtn_nas.core.unroll import InnerState, init_inner_state, sgd_step, unroll
 
 
 def train_on_teacher(teacher: Teacher, learner: Learner, meta: MetaParams, key: jax.Array,
@@ -80,7 +81,7 @@ def score(learner: Learner, state: InnerState, images: jax.Array, labels: jax.Ar
     def one(args):
         xc, yc, vc = args
         logits, _ = learner.apply(state.params, state.stats, normalize(xc, mean, std), False)
-        return jnp.sum((jnp.argmax(logits, -1) == yc) & vc)
+        return count_correct(logits, yc, vc)
 
     return jnp.sum(jax.lax.map(one, (x, y, valid))) / n
 
@@ -119,7 +120,7 @@ class SteppedLearner:
 
         def correct(st, x, y, valid, arch):
             logits, _ = learner_of(arch).apply(st.params, st.stats, normalize(x, mean, std), False)
-            return jnp.sum((jnp.argmax(logits, -1) == y) & valid)
+            return count_correct(logits, y, valid)
 
         self._correct = jax.jit(correct)
         self.compiled = False
@@ -155,26 +156,9 @@ class SteppedLearner:
             st = step(st, xs[t], ys[t], lrs[t], moms[t], arch)
         return st
 
-    def accuracy(self, st: InnerState, images: jax.Array, labels: jax.Array, arch=None) -> float:
-        n, c = images.shape[0], self.chunk
-        total = 0
-        for i in range(0, n, c):
-            x, y = images[i:i + c], labels[i:i + c].astype(jnp.int32)
-            valid = jnp.ones((c,), bool).at[x.shape[0]:].set(False)
-            pad = c - x.shape[0]
-            if pad:
-                x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-                y = jnp.pad(y, (0, pad))
-            total += int(self._correct(st, x, y, valid, arch))
-        return total / n
+    def accuracy(self, st: InnerState, images, labels, arch=None) -> float:
+        return split_accuracy(lambda x, y, valid: self._correct(st, x, y.astype(np.int32), valid, arch),
+                              np.asarray(images), np.asarray(labels), self.chunk)
 
 
-def subset(images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0):
-    """A fixed, seeded subset (the whole split when ``size`` >= its length)."""
-    if size >= len(labels):
-        return images, labels
-    idx = np.random.default_rng(seed).permutation(len(labels))[:size]
-    return images[idx], labels[idx]
-
-
-__all__ = ["SteppedLearner", "train_on_teacher", "train_on_real", "real_batches", "score", "subset", "accuracy"]
+__all__ = ["SteppedLearner", "lr_schedule", "real_batches", "score", "train_on_real", "train_on_teacher"]

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.nn import BatchStatsNorm, WNConv, WNDense, leaky_relu
+from gtn_nas.core.nn import BatchStatsNorm, WNConv, WNDense, leaky_relu
 
 GENERATORS = ("conv", "mlp")
 

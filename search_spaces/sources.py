@@ -1,8 +1,8 @@
 """Search-space learners for meta-training: a different architecture at every outer step.
 
-``space_source(cfg, image_shape, num_classes)`` turns a search space into the trainer's
+``space_source(name, image_shape, num_classes, ...)`` turns a search space into the trainer's
 ``LearnerSource``: ``sample(key)`` draws an architecture encoding (a fresh uniform genotype per
-outer step, or one of a fixed pool of ``cfg.arch_pool`` genotypes), and ``build(arch)``, called
+outer step, or one of a fixed pool of ``pool`` genotypes), and ``build(arch)``, called
 inside the jitted meta-step, returns the learner for that encoding.
 
 Compilation. The meta-step is jitted once per distinct *type* of ``arch``:
@@ -16,8 +16,8 @@ Compilation. The meta-step is jitted once per distinct *type* of ``arch``:
   reuses the cached program when the genotype recurs. ``--arch-pool P`` bounds the number of
   compilations by P; without a pool every outer step compiles a new program.
 
-The trainer itself never imports ``search_spaces``: ``meta_train.build_learner_source`` imports
-this module only for the NAS learners.
+The trainer itself never imports ``search_spaces``: ``gtn_nas.meta.gtn.build_learner_source``
+imports this module only for the NAS learners.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gtn_nas.config import MetaTrainConfig
+from gtn_nas.core.learners import LearnerSource
 from gtn_nas.errors import ConfigError
-from gtn_nas.meta_train import LearnerSource
 
 POOL_SALT = 0x5EED  # fold_in constant for the architecture pool, apart from every outer-step key
 
@@ -54,22 +53,23 @@ def _pick(key: jax.Array, n: int) -> int:
     return int(jax.random.randint(key, (), 0, n))
 
 
-def space_source(cfg: MetaTrainConfig, image_shape: Sequence[int],
-                 num_classes: int) -> LearnerSource:
-    """The meta-training learner drawn from the search space ``cfg.learner`` (nb201 | micro).
+def space_source(space_name: str, image_shape: Sequence[int], num_classes: int, *,
+                 channels: int | None = None, cells: int = 1, pool: int = 0,
+                 seed: int = 0) -> LearnerSource:
+    """The meta-training learner drawn from the search space ``space_name`` (nb201 | micro).
 
-    Sizes: ``cfg.learner_width`` channels (default: the space's search-time C) and
-    ``cfg.learner_cells`` cells per stage.
+    Sizes: ``channels`` (default: the space's search-time C) and ``cells`` per stage; ``pool``
+    > 0 draws from that many genotypes fixed by ``seed`` instead of a fresh one every step.
     """
-    from search_spaces import get_space
-    from search_spaces import nb201
+    from search_spaces import get_space, nb201
 
-    space = get_space(cfg.learner)
-    channels = int(cfg.learner_width or space.defaults.channels)
-    cells = int(cfg.learner_cells)
+    space = get_space(space_name)
+    channels = int(channels or space.defaults.channels)
+    cells = int(cells)
     shape = tuple(int(d) for d in image_shape)
-    pool = _pool_genotypes(space, cfg.seed, cfg.arch_pool) if cfg.arch_pool else None
-    name = f"{space.name}(C={channels},N={cells}" + (f",pool={cfg.arch_pool})" if pool else ")")
+    size = pool
+    pool = _pool_genotypes(space, seed, size) if size else None
+    name = f"{space.name}(C={channels},N={cells}" + (f",pool={size})" if pool else ")")
 
     if space.name == "nb201":
         # Building the supernet's module here validates the sizes before anything is traced.

@@ -19,9 +19,9 @@ import numpy as np
 
 from gtn_nas.config import EvaluateConfig
 from gtn_nas.errors import ConfigError
-from gtn_nas.runs import check_writable, write_json
-from gtn_nas.training import score, train_on_real, train_on_teacher
-from gtn_nas.ui import Reporter
+from gtn_nas.io.runs import check_writable, write_json
+from gtn_nas.core.training import score, train_on_real, train_on_teacher
+from gtn_nas.io.ui import Reporter
 
 
 def _stats(a) -> dict[str, float]:
@@ -35,9 +35,10 @@ def curve_steps(steps: int) -> list[int]:
 
 
 def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    from gtn_nas.data import load_dataset
-    from gtn_nas.learners import make_learner
-    from gtn_nas.meta_train import build_learner_source, fixed_source, load_gtn
+    from gtn_nas.io.data import load_dataset
+    from gtn_nas.core.learners import make_learner
+    from gtn_nas.meta.gtn import build_learner_source, load_gtn
+    from gtn_nas.core.learners import fixed_source
 
     rep = reporter or Reporter(quiet=True)
     mcfg, teacher, meta, gtn_step = load_gtn(cfg.gtn, cfg.checkpoint)

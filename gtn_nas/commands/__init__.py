@@ -1,0 +1,1 @@
+"""One driver per `gtn-nas` command: run directory, data, progress, checkpoints, summary."""

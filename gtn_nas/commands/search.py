@@ -1,0 +1,283 @@
+"""`gtn-nas search`: random architecture search scored by a GTN (and baselines).
+
+The driver: the run directory and its lock, the GTN the search scores with (kept across
+resumes), the data, the loop over this shard's indices (``search.indices``), each row committed
+to ``results.sqlite`` (``search.store``) as its architecture finishes, and the exports
+(``search.export``). Proxies and programs are ``search.scorer``'s; ``--workers`` fans the
+indices out over local processes (``search.fanout``). Rerunning the same command skips finished
+indices, so a killed search resumes without a lost or duplicated row; at the end (Ctrl-C
+included) ``leaderboard.csv``, ``top/NN.json`` (what ``gtn-nas retrain --arch`` reads) and
+``summary.json`` are rewritten from the database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+from gtn_nas.config import SearchConfig, resumable_keys
+from gtn_nas.core import distributed as dist
+from gtn_nas.errors import CheckpointError, ConfigError
+from gtn_nas.io.data import load_dataset
+from gtn_nas.io.runs import check_writable, open_run_dir, write_json
+from gtn_nas.io.ui import Reporter
+from gtn_nas.meta.gtn import load_gtn, restore_meta_params
+import gtn_nas.search.export as exports
+from gtn_nas.search.indices import architecture_keys, genotype_at, index_stop, indices
+from gtn_nas.search.scorer import Scorer
+from gtn_nas.search.store import Row, Store, score_column
+
+WORKER_MODULE = "gtn_nas.commands.search"  # `python -m` entry of a fan-out worker
+
+
+def _check_gtn(cfg: SearchConfig):
+    """The search's GTN, loaded (finite) and matching ``--dataset``: before anything is written.
+    Returns load_gtn's (config, teacher, meta-parameters, step)."""
+    gtn = load_gtn(cfg.gtn, cfg.checkpoint)
+    mcfg = gtn[0]
+    if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
+        raise ConfigError(f"the GTN in {cfg.gtn} was meta-trained on {mcfg.dataset}, not "
+                          f"{cfg.dataset}; search with a GTN of {cfg.dataset} or drop --dataset")
+    return gtn
+
+
+def _load_gtn(gtn_dir: str, step: int | None, loaded):
+    """The GTN ``loaded`` by ``_check_gtn``, or its checkpoint at ``step`` (a resumed search
+    keeps the GTN it began with)."""
+    mcfg, teacher, meta, latest = loaded
+    if step is None or step == latest:
+        return mcfg, teacher, meta, latest
+    where = Path(gtn_dir) / "checkpoints"
+    if (Path(gtn_dir) / "best" / str(step)).exists():
+        where = Path(gtn_dir) / "best"
+    if not (where / str(step)).exists():
+        raise CheckpointError(
+            f"this search scored with the GTN of {gtn_dir} at outer step {step}, which is no "
+            f"longer in {where} (now at step {latest}); use a new --out directory")
+    meta, _ = restore_meta_params(mcfg, teacher, where, step)
+    return mcfg, teacher, meta, step
+
+
+def _resolve_sizes(cfg: SearchConfig, mcfg, space, image_shape) -> dict[str, Any]:
+    same = mcfg.learner == space.name  # the GTN was meta-trained on this space's learners
+    channels = cfg.channels or (mcfg.learner_width if same and mcfg.learner_width else
+                                space.defaults.channels)
+    cells = cfg.cells or (mcfg.learner_cells if same else space.defaults.cells)
+    return {"channels": int(channels), "cells": int(cells), "input_shape": list(image_shape)}
+
+
+def _resolve_program(cfg: SearchConfig) -> str:
+    if cfg.program != "auto":
+        return cfg.program
+    return "shared" if cfg.space == "nb201" and jax.default_backend() != "cpu" else "exact"
+
+
+def shard_of(cfg: SearchConfig) -> tuple[int, int]:
+    """(shard, num_shards) of this process: the options, else JAX's launch variables."""
+    if cfg.shard is not None or cfg.num_shards > 1:
+        return cfg.shard or 0, cfg.num_shards
+    n, i = dist.env_int(dist.ENV_NUM_PROCESSES), dist.env_int(dist.ENV_PROCESS_ID)
+    if n is None or n <= 1:
+        return 0, 1
+    if i is None or not 0 <= i < n:
+        raise ConfigError(f"${dist.ENV_NUM_PROCESSES}={n} needs ${dist.ENV_PROCESS_ID} in "
+                          f"[0, {n}), got {i}")
+    return i, n
+
+
+def claim_shard(run_dir: Path, shard: int, num_shards: int):
+    """Holds an exclusive POSIX lock on the search's shard for this process's lifetime, so a
+    second `gtn-nas search` on the same --out and shard is refused instead of scoring the same
+    indices again. Returns the open lock file (closing it releases the lock)."""
+    import fcntl
+
+    path = run_dir / f".shard-{shard}-of-{num_shards}.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"another `gtn-nas search` ({holder}) is scoring shard {shard} of "
+                          f"{num_shards} in {run_dir}; wait for it to finish (then run again to "
+                          "resume), or split the work with --num-shards N --shard I") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    f.flush()
+    return f
+
+
+def search(cfg: SearchConfig, reporter: Reporter | None = None,
+           on_row: Callable[[Row], None] | None = None, worker: bool = False) -> dict[str, Any]:
+    """Runs (or resumes) a search; returns the summary also saved as ``summary.json``.
+
+    ``on_row`` is called after each committed row (tests use it to interrupt a search).
+    ``worker``: a fan-out child (``search.fanout``) that only adds rows to an existing search
+    directory; its parent writes the config, leaderboard and summary.
+    """
+    from search_spaces import get_space
+
+    started = time.time()  # --time-budget bounds the whole invocation, worker processes included
+    rep = reporter or Reporter(quiet=True)
+    space = get_space(cfg.space)
+    if not worker:
+        check_writable(cfg.out)
+    gtn = _check_gtn(cfg)  # refused: nothing is written that would block the corrected command
+    if worker:
+        run_dir, resumed = Path(cfg.out), True
+    else:
+        run_dir, resumed = open_run_dir(cfg, cfg.out, ignore=resumable_keys(SearchConfig))
+    claim = None if worker else claim_shard(run_dir, *shard_of(cfg))
+    try:
+        if cfg.workers > 1:
+            from gtn_nas.search.fanout import run_workers
+
+            run_workers(cfg, rep, run_dir, *shard_of(cfg), entry=[sys.executable, "-m", WORKER_MODULE])
+        store = Store(run_dir / "results.sqlite")
+        try:
+            return _search(cfg, rep, space, run_dir, resumed, store, on_row, worker,
+                           started, gtn)
+        finally:
+            store.close()
+    finally:
+        if claim is not None:
+            claim.close()  # closing the file releases the lock
+
+
+def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
+            worker: bool = False, started: float | None = None, gtn=None):
+    mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"),
+                                              gtn or _check_gtn(cfg))
+    data = load_dataset(mcfg.dataset, cfg.data_dir or mcfg.data_dir, mcfg.split_seed)
+    gen_shape = tuple(teacher.generator.image_shape)
+    if tuple(data.image_shape) != gen_shape:
+        raise ConfigError(f"the GTN in {cfg.gtn} generates {'x'.join(map(str, gen_shape))} images "
+                          f"but the {mcfg.dataset} data from {data.source} is "
+                          f"{'x'.join(map(str, data.image_shape))}")
+    steps = cfg.steps or mcfg.inner_steps
+    if steps > mcfg.inner_steps:
+        raise ConfigError(f"--steps {steps} exceeds the GTN's curriculum length {mcfg.inner_steps}")
+    real_steps = cfg.real_steps or steps
+    real_batch = cfg.real_batch_size or mcfg.batch_size
+    sizes = _resolve_sizes(cfg, mcfg, space, data.image_shape)
+    program = _resolve_program(cfg)
+    identity = {
+        "space": space.name, "seed": cfg.seed, "archs": list(cfg.archs),
+        "gtn_run": str(Path(cfg.gtn).resolve()), "gtn_step": gtn_step, "dataset": mcfg.dataset,
+        "split_seed": mcfg.split_seed, **sizes, "steps": steps, "real_steps": real_steps,
+        "real_batch_size": real_batch, "real_lr": cfg.real_lr,
+        "real_momentum": cfg.real_momentum, "real_schedule": cfg.real_schedule,
+        "eval_subset": cfg.eval_subset, "program": program,
+    }
+    store.bind(identity)
+    scorer = Scorer(cfg, space, teacher, meta, data, sizes, steps, real_steps, real_batch, program)
+    primary = cfg.proxies[0]
+    done = store.done(cfg.proxies)
+    existing = {r["idx"]: r for r in store.rows()}
+    shard, num_shards = shard_of(cfg)
+    stop = index_stop(cfg)
+    total = len(range(shard, stop, num_shards)) if stop else None
+    completed = len([i for i in done if (stop is None or i < stop) and i % num_shards == shard])
+    worker_id = f"{socket.gethostname()}:{os.getpid()}/{shard}of{num_shards}"
+    if resumed and completed:
+        rep.info(f"resuming {run_dir}: {completed} architectures already scored")
+    rep.info(f"search: {space.name} C={sizes['channels']} N={sizes['cells']}, proxies "
+             f"{','.join(cfg.proxies)}, gtn {steps} steps, program {program}, GTN step {gtn_step}")
+
+    best = max((r for r in existing.values() if r.get(score_column(primary)) is not None),
+               key=lambda r: r[score_column(primary)], default=None)
+    new_rows: list[Row] = []
+    t_start = time.time()
+    started = t_start if started is None else started
+    interrupted = False
+    try:
+        with rep.progress("search", total=total, completed=completed) as bar:
+            for i in indices(cfg, shard, num_shards):
+                if cfg.time_budget is not None and time.time() - started >= cfg.time_budget:
+                    break
+                if i in done:
+                    continue
+                genotype = genotype_at(space, cfg, i)
+                old = existing.get(i)
+                if old is not None and old["genotype"] != genotype.to_str():
+                    raise CheckpointError(f"row {i} of {store.path} holds {old['genotype']}, not "
+                                          f"{genotype.to_str()}; the database does not belong to "
+                                          "this search")
+                missing = [p for p in cfg.proxies
+                           if old is None or old.get(score_column(p)) is None]
+                row = scorer.score(i, genotype, missing, architecture_keys(cfg.seed, i)[1])
+                row["worker"] = worker_id
+                store.put(row)
+                new_rows.append(row)
+                full = {**(old or {}), **{k: v for k, v in row.items() if v is not None}}
+                if best is None or full[score_column(primary)] > best[score_column(primary)]:
+                    best = full
+                elapsed = time.time() - t_start
+                rate = 60.0 * len(new_rows) / max(elapsed, 1e-9)
+                bar.update(1, rate=f"{rate:.1f} arch/min",
+                           best=best[score_column(primary)], last=full[score_column(primary)])
+                if on_row is not None:
+                    on_row(row)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        rows = store.rows()
+        board = [] if worker else exports.export(run_dir, rows, cfg, identity)
+    if interrupted:
+        rep.info(f"interrupted after {len(new_rows)} new architectures; run the same command "
+                 "again to resume")
+        raise KeyboardInterrupt
+    wall = time.time() - t_start
+    summary = exports.summary(cfg, run_dir, rows, new_rows, board, identity, wall)
+    if worker:
+        return summary
+    if num_shards > 1:
+        summary.update(shard=shard, num_shards=num_shards)
+    write_json(run_dir / "summary.json", summary)
+    _report(rep, cfg, board, summary)
+    return summary
+
+
+def _report(rep: Reporter, cfg: SearchConfig, board: list[Row], summary: dict) -> None:
+    proxies = exports.proxy_columns(board)
+    table = []
+    for rank, r in enumerate(board[:cfg.top_k], start=1):
+        entry: dict[str, Any] = {"rank": rank, "index": r["idx"], "params": r["params"]}
+        entry.update({p: r[f"{p}_score"] for p in proxies})
+        entry["arch"] = r["genotype"]
+        table.append(entry)
+    rep.table(f"leaderboard (by {cfg.proxies[0]}, top {min(cfg.top_k, len(board))} of "
+              f"{len(board)})", table)
+    rep.summary("search summary", {k: v for k, v in summary.items() if v is not None})
+
+
+def worker_main(argv: list[str]) -> int:
+    """Entry of one fan-out worker process: ``python -m gtn_nas.commands.search CONFIG_JSON``."""
+    from gtn_nas.config import load_config
+    from gtn_nas.errors import GtnError
+
+    try:
+        if len(argv) != 1:
+            raise ConfigError(f"usage: python -m {WORKER_MODULE} WORKER_CONFIG.json")
+        search(load_config(SearchConfig, Path(argv[0])), worker=True)
+    except GtnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+__all__ = ["claim_shard", "search", "shard_of", "worker_main"]
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
