@@ -266,3 +266,13 @@ def test_augment_crop_flip_shapes_and_determinism(key):
     x = np.asarray(images)
     for out, im in zip(same, x):
         assert np.array_equal(out, im) or np.array_equal(out, im[:, ::-1])
+
+
+def test_default_data_dir_is_shared_data_beside_the_repository(monkeypatch):
+    """Without $GTN_NAS_DATA_DIR the data are read from ../shared/data beside the checkout (the
+    README's first command relies on it; a module moved a level deeper once broke it)."""
+    from pathlib import Path
+
+    monkeypatch.delenv("GTN_NAS_DATA_DIR", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    assert data.default_data_dir() == repo.parent / "shared" / "data"

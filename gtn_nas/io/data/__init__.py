@@ -34,7 +34,9 @@ def default_data_dir() -> Path:
     """$GTN_NAS_DATA_DIR, else ``../shared/data`` beside the repository (this project's own default)."""
     if os.environ.get(ENV_DATA_DIR):
         return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    import gtn_nas  # the repository is the folder above the package, wherever this module sits
+
+    return Path(gtn_nas.__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def cache_dir() -> Path:
