@@ -34,9 +34,8 @@ def default_data_dir() -> Path:
     """$GTN_NAS_DATA_DIR, else ``../shared/data`` beside the repository (this project's own default)."""
     if os.environ.get(ENV_DATA_DIR):
         return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    import gtn_nas  # the repository is the folder above the package, wherever this module sits
-
-    return Path(gtn_nas.__file__).resolve().parent.parent.parent / "shared" / "data"
+    repo = Path(__file__).resolve().parents[3]  # gtn_nas/io/data/__init__.py (tests pin it)
+    return repo.parent / "shared" / "data"
 
 
 def cache_dir() -> Path:
