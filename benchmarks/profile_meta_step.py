@@ -165,6 +165,7 @@ def main() -> None:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--learner", default="base_fc")
     p.add_argument("--learner-width", type=int, default=16)
+    p.add_argument("--remat", default=None, help="none | step | nested instead of the preset's")
     p.add_argument("--conv", default=None, help="$GTN_NAS_CONV for this run: auto | xla | slices")
     p.add_argument("--steps", type=int, default=2, help="profiled meta-steps (after one warm-up)")
     p.add_argument("--data-dir", default=None)
@@ -179,15 +180,17 @@ def main() -> None:
     from gtn_nas.io.data import load_dataset
 
     enable_compilation_cache()
-    cfg = build_config(MetaTrainConfig, args.preset,
-                       dict(learner=args.learner, learner_width=args.learner_width))
+    over = dict(learner=args.learner, learner_width=args.learner_width)
+    if args.remat:
+        over["remat"] = args.remat
+    cfg = build_config(MetaTrainConfig, args.preset, over)
     data = load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)
     m = machine()
     r = profile(cfg, data, args.steps)
     conv = os.environ.get("GTN_NAS_CONV", "auto")
     lines = [f"Machine: {describe(m)}. `{args.preset}` preset, learner {args.learner} width "
              f"{args.learner_width}, T={cfg.inner_steps}, B={cfg.batch_size}, meta batch "
-             f"{cfg.meta_batch_size}, conv {conv}.", "",
+             f"{cfg.meta_batch_size}, remat {cfg.remat}, conv {conv}.", "",
              f"Meta-step {r['wall_s_per_step']:.2f} s wall (median of {args.steps}); op time summed "
              f"over threads {r['op_ms_total'] / 1e3:.2f} s; XLA {r['gflop']} GFLOP; compiled temp "
              f"memory {r['temp_mb']} MB; compile {r['compile_s']} s.", "",
@@ -196,7 +199,7 @@ def main() -> None:
     lines += ["", "| top ops | class | ms / step | calls / step | result |", "|---|---|---:|---:|---|"]
     lines += [f"| {t['op']} | {t['class']} | {t['ms']:.0f} | {t['calls']} | `{t['result']}` |"
               for t in r["top_ops"][:10]]
-    result = {"machine": m, "preset": args.preset, "learner": args.learner,
+    result = {"machine": m, "preset": args.preset, "learner": args.learner, "remat": cfg.remat,
               "learner_width": args.learner_width, "conv": conv, **r}
     finish(result, lines, args.out, "Profile of the conv meta-step (benchmarks/profile_meta_step.py)",
            not args.no_record)

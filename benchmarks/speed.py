@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")
     ap.add_argument("--learner", default=None, help="meta-step learner instead of the preset's")
     ap.add_argument("--learner-width", type=int, default=None)
+    ap.add_argument("--remat", default=None, help="none | step | nested instead of the preset's")
     ap.add_argument("--conv", default=None,
                     help="comma list of GTN_NAS_CONV forms to time each meta-step with "
                          "(auto | xla | slices; gtn_nas/core/nn/spatial.py; default: $GTN_NAS_CONV, "
@@ -107,8 +108,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-speed/speed.json")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
-    if args.torch and (args.learner or args.learner_width):
-        ap.error("--torch times the presets' own MLP learner only: drop --learner/--learner-width")
+    if args.torch and args.learner not in (None, "mlp", "base_fc"):
+        ap.error("--torch mirrors the mlp and base_fc learners only (benchmarks/torch_meta_step.py)")
     m = machine()
     print("machine:", describe(m))
     peak = matmul_peak_gflops()
@@ -120,7 +121,8 @@ def main() -> None:
              "| preset | learner | conv | learners | s / meta-step | compile | GFLOP / step | GFLOP/s "
              "| % of peak | peak memory | page faults / step |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    overrides = {k: v for k, v in (("learner", args.learner), ("learner_width", args.learner_width))
+    overrides = {k: v for k, v in (("learner", args.learner), ("learner_width", args.learner_width),
+                                   ("remat", args.remat))
                  if v is not None}
     user_conv = os.environ.get("GTN_NAS_CONV")
     convs = (args.conv or user_conv or "auto").split(",")
@@ -132,6 +134,8 @@ def main() -> None:
         learners, learner = cfg.num_learners, cfg.learner
         if cfg.learner_width:
             learner += f" (width {cfg.learner_width})"
+        if args.remat:
+            learner += f", remat {cfg.remat}"
         for conv in convs:
             os.environ["GTN_NAS_CONV"] = conv  # read when the meta-step is traced
             r = time_meta_steps(preset, 1, learners, args.steps, args.data_dir, overrides)
@@ -149,15 +153,17 @@ def main() -> None:
         if args.torch:
             from benchmarks.torch_meta_step import time_torch_meta_steps
 
-            tr = time_torch_meta_steps(preset, args.steps, args.data_dir, m["cores"])
+            tr = time_torch_meta_steps(preset, args.steps, args.data_dir, m["cores"], overrides)
             print(json.dumps(tr))
             r["torch"] = tr
-            torch_rows.append(f"| {preset} | {1 / r['steps_per_s']:.3f} | {tr['s_per_step']:.3f} | "
-                              f"{tr['s_per_step'] * r['steps_per_s']:.2f}x | torch {tr['torch']}, "
+            jax_s = 1 / r["steps_per_s"]
+            r["jax_over_torch"] = round(jax_s / tr["s_per_step"], 3)
+            torch_rows.append(f"| {preset} | {learner} | {jax_s:.3f} | {tr['s_per_step']:.3f} | "
+                              f"{r['jax_over_torch']:.2f}x | torch {tr['torch']}, "
                               f"{tr['threads']} threads |")
     if torch_rows:
-        lines += ["", "| preset | JAX s / meta-step | eager PyTorch s / meta-step | JAX speed-up | PyTorch |",
-                  "|---|---|---|---|---|"] + torch_rows
+        lines += ["", "| preset | learner | JAX s / meta-step | eager PyTorch s / meta-step | "
+                  "JAX / PyTorch time | PyTorch |", "|---|---|---|---|---|---|"] + torch_rows
     if args.search_gtn:
         lines += ["", "| search budget | wall | archs/min | compile total | compile share | program |",
                   "|---|---|---|---|---|---|"]

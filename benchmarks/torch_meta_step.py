@@ -1,7 +1,8 @@
 """The `cpu` preset's meta-step written in eager PyTorch, for a side-by-side timing in speed.py.
 
-Same shapes and operations as gtn_nas's meta-step for an MLP learner and an MLP generator with the
-``full`` curriculum: weight-normalised layers, the generator's per-step batch-statistics norm,
+Same shapes and operations as gtn_nas's meta-step for an MLP or `base_fc` learner (two weight-
+normalised 3x3 convolutions, each followed by 3x3/2 max pooling, mean-only BN and LeakyReLU, then
+a 4w-unit layer) and an MLP generator with the ``full`` curriculum: weight-normalised layers, the generator's per-step batch-statistics norm,
 the learner's mean-only BN (its stored mean carried to the eval-mode meta-loss), T steps of
 heavy-ball SGD kept in the autograd graph (``create_graph=True``: exact second order), the
 real-data meta-loss, global-norm clipping and Adam. Not bit-matched with the JAX program (other
@@ -19,8 +20,9 @@ def build(cfg, image_size: int, num_classes: int, threads: int):
     import torch
     import torch.nn.functional as F
 
-    if cfg.learner != "mlp" or cfg.generator != "mlp" or cfg.curriculum != "full":
-        raise ValueError("the PyTorch mirror covers learner mlp, generator mlp, curriculum full")
+    if cfg.learner not in ("mlp", "base_fc") or cfg.generator != "mlp" or cfg.curriculum != "full":
+        raise ValueError("the PyTorch mirror covers learner mlp or base_fc, generator mlp, "
+                         "curriculum full")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t, b, d, c = cfg.inner_steps, cfg.batch_size, cfg.noise_dim, num_classes
@@ -59,24 +61,62 @@ def build(cfg, image_size: int, num_classes: int, threads: int):
         h = F.leaky_relu((h - mean) * torch.rsqrt(var + 1e-5) * meta["gs1"] + meta["gb1"], 0.1)
         return 2.0 * torch.tanh(wn(h, meta["gv2"], meta["gg2"], meta["gbias2"]))
 
-    def learner_init():
-        v1, g1 = kaiming(image_size, width)
-        v2, g2 = kaiming(width, c)
-        return [v1, g1, torch_bias(image_size, width), torch.zeros(width, requires_grad=True),
-                v2, g2, torch_bias(width, c)]
+    if cfg.learner == "mlp":
+        def learner_init():
+            v1, g1 = kaiming(image_size, width)
+            v2, g2 = kaiming(width, c)
+            return [v1, g1, torch_bias(image_size, width), torch.zeros(width, requires_grad=True),
+                    v2, g2, torch_bias(width, c)]
 
-    def learner(p, stored, x, train):
-        v1, g1, b1, bn_bias, v2, g2, b2 = p
-        h = wn(x, v1, g1, b1)
-        mean = h.mean(0) if train else stored
-        return wn(F.leaky_relu(h - mean + bn_bias, 0.1), v2, g2, b2), mean
+        def learner(p, stored, x, train):
+            v1, g1, b1, bn_bias, v2, g2, b2 = p
+            h = wn(x, v1, g1, b1)
+            mean = h.mean(0) if train else stored
+            return wn(F.leaky_relu(h - mean + bn_bias, 0.1), v2, g2, b2), mean
+
+        stored0 = torch.zeros(width)
+    else:  # base_fc on 1-channel square images
+        side = int(round(math.sqrt(image_size)))
+        w1, w2, fc = (cfg.learner_width or 64), 2 * (cfg.learner_width or 64), 4 * (cfg.learner_width or 64)
+        flat = w2 * (-(-(-(-side // 2)) // 2)) ** 2  # two 3x3/2 poolings, padding 1
+
+        def conv_param(cin, cout):
+            v = torch.randn(cout, cin, 3, 3) * math.sqrt(2.0 / (9 * cin))
+            return v.requires_grad_(True), v.detach().flatten(1).norm(dim=1).requires_grad_(True)
+
+        def learner_init():
+            p = []
+            for cin, cout in ((1, w1), (w1, w2)):
+                p += [*conv_param(cin, cout), torch.zeros(cout, requires_grad=True)]
+            v, g = kaiming(flat, fc)
+            p += [v, g, torch_bias(flat, fc), torch.zeros(fc, requires_grad=True)]
+            v, g = kaiming(fc, c)
+            return p + [v, g, torch_bias(fc, c)]
+
+        def learner(p, stored, x, train):
+            h = x.reshape(-1, 1, side, side)
+            means = []
+            for k in range(2):
+                v, g, bn_bias = p[3 * k:3 * k + 3]
+                w = v * (g / v.flatten(1).norm(dim=1)).reshape(-1, 1, 1, 1)
+                h = F.max_pool2d(F.conv2d(h, w, padding=1), 3, 2, 1)
+                mean = h.mean((0, 2, 3)) if train else stored[k]
+                means.append(mean)
+                h = F.leaky_relu(h - mean.reshape(1, -1, 1, 1) + bn_bias.reshape(1, -1, 1, 1), 0.1)
+            v, g, b1, bn_bias, v2, g2, b2 = p[6:]
+            h = wn(h.flatten(1), v, g, b1)
+            mean = h.mean(0) if train else stored[2]
+            means.append(mean)
+            return wn(F.leaky_relu(h - mean + bn_bias, 0.1), v2, g2, b2), means
+
+        stored0 = [torch.zeros(w1), torch.zeros(w2), torch.zeros(fc)]
 
     def meta_step(images, labels):
         xs = generate()
         lrs, moms = meta["log_lr"].exp(), meta["log_mom"].exp()
         p = learner_init()
         buf = [torch.zeros_like(q) for q in p]
-        stored = torch.zeros(width)
+        stored = stored0
         for i in range(t):
             logits, stored = learner(p, stored, xs[i], True)
             loss = -(labels_syn[i] * F.log_softmax(logits, -1)).sum() / b
@@ -96,8 +136,10 @@ def build(cfg, image_size: int, num_classes: int, threads: int):
     return meta_step
 
 
-def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> dict:
-    """Seconds per eager PyTorch meta-step of ``preset`` on the real training images."""
+def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int,
+                          overrides: dict | None = None) -> dict:
+    """Seconds per eager PyTorch meta-step of ``preset`` (with ``overrides``, e.g. the learner)
+    on the real training images."""
     import numpy as np
     import torch
 
@@ -105,7 +147,7 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> di
     from gtn_nas.config import MetaTrainConfig, build_config
     from gtn_nas.io.data import load_dataset
 
-    cfg = build_config(MetaTrainConfig, preset, dict(data_dir=data_dir))
+    cfg = build_config(MetaTrainConfig, preset, dict(overrides or {}, data_dir=data_dir))
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
     x = (data.train.images.astype(np.float32) / 255.0 - np.asarray(data.mean)) / np.asarray(data.std)
     images = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32))
@@ -120,6 +162,7 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int) -> di
     for _ in range(steps):
         loss = step(images, labels)
     wall = time.perf_counter() - t0
-    return {"preset": preset, "steps": steps, "s_per_step": round(wall / steps, 4),
+    return {"preset": preset, "learner": cfg.learner, "learner_width": cfg.learner_width,
+            "steps": steps, "s_per_step": round(wall / steps, 4),
             "first_step_s": round(first, 3), "torch": torch.__version__, "threads": threads,
             "meta_loss_first": round(first_loss, 4), "meta_loss_last": round(loss, 4)}

@@ -28,3 +28,20 @@ def test_unrolled_flops_count_every_inner_step():
     rolled = _flops(lower().cost_analysis())
     unrolled = unrolled_flops(lower)
     assert 0.8 * steps < unrolled / rolled < 1.2 * steps
+
+
+def test_profile_attributes_the_meta_step_time_to_its_ops(fake_mnist):
+    """benchmarks/profile_meta_step.py reads a real jax.profiler trace of the compiled meta-step
+    and finds its ops in the HLO: the classes add up to the op total, the top ops are named."""
+    from benchmarks.profile_meta_step import profile
+    from gtn_nas.config import MetaTrainConfig, build_config
+    from gtn_nas.io.data import load_dataset
+
+    cfg = build_config(MetaTrainConfig, "tiny", dict(learner="base_fc", learner_width=2,
+                                                     meta_batch_size=8))
+    r = profile(cfg, load_dataset("mnist", fake_mnist), steps=1)
+    assert r["op_ms_total"] > 0 and r["wall_s_per_step"] > 0 and r["gflop"] > 0
+    total = sum(v["ms"] for v in r["by_class"].values())
+    assert abs(total - r["op_ms_total"]) < 0.01 * r["op_ms_total"] + 0.5
+    assert r["top_ops"] and all(t["ms"] >= 0 and t["calls"] >= 0 for t in r["top_ops"])
+    assert any(k.startswith(("dot", "fusion")) for k in r["by_class"])

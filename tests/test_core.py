@@ -219,6 +219,39 @@ def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding
         conv2d(x, w, strides, padding)
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 7, 6, 2)])
+def test_pool_as_slices_equals_xla_pool_to_second_order(shape, key, monkeypatch):
+    """The learners' 3x3/2 max pooling as maxima of (even, odd) pairs is XLA's windowed max, and
+    so are the derivatives meta-training takes: the input and weight gradients of a function of
+    a conv learner's weight gradient (odd sizes fall back to XLA's op)."""
+    from gtn_nas.core.nn.spatial import conv2d, max_pool_3x3s2
+
+    kx, kw = jax.random.split(key)
+
+    def second_order(x, w):
+        inner = lambda w: jnp.sum(jnp.tanh(max_pool_3x3s2(conv2d(x, w, slices=True), slices=True)) ** 2)
+        return jnp.sum(jnp.sin(jax.grad(inner)(w))), max_pool_3x3s2(x, slices=True)
+
+    results = {}
+    with jax.enable_x64(True):
+        x = jax.random.normal(kx, shape, jnp.float64)  # no exact ties
+        w = jax.random.normal(kw, (3, 3, shape[-1], 4), jnp.float64)
+        for impl in ("xla", "slices"):
+            monkeypatch.setenv("GTN_NAS_CONV", impl)
+            (val, y), grads = jax.value_and_grad(second_order, (0, 1), has_aux=True)(x, w)
+            results[impl] = (y, val, *grads)
+        ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                                    ((0, 0), (1, 1), (1, 1), (0, 0)))
+    np.testing.assert_array_equal(results["slices"][0], ref)
+    for a, b in zip(results["xla"], results["slices"]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # exact ties (a zero background): the gradient is split, its total is XLA's
+    zeros = jnp.zeros((1, 4, 4, 1))
+    monkeypatch.setenv("GTN_NAS_CONV", "slices")
+    g = jax.grad(lambda x: jnp.sum(max_pool_3x3s2(x, slices=True)))(zeros)
+    assert float(jnp.sum(g)) == pytest.approx(4.0)
+
+
 def test_conv_learners_prefer_slices_on_cpu_only(monkeypatch):
     from gtn_nas.core.nn.spatial import use_slices
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from gtn_nas.errors import ConfigError
 from gtn_nas.core.nn import MeanOnlyBN, WNConv, WNDense, leaky_relu
+from gtn_nas.core.nn.spatial import max_pool_3x3s2
 
 Params = Any  # pytree of arrays
 State = Any  # pytree of arrays (the batch_stats collection)
@@ -74,7 +75,7 @@ def learner_from_module(name: str, module: nn.Module, input_shape: Sequence[int]
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    return max_pool_3x3s2(x, slices=True)  # as slices on CPU, like the learners' convolutions
 
 
 class BaseFC(nn.Module):
