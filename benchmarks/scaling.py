@@ -45,8 +45,8 @@ WARMUP_STEPS = 5
 
 
 def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_dir,
-                    overrides: dict | None = None) -> dict:
-    """In this process: compile the sharded outer step, run it ``WARMUP_STEPS`` times, then time
+                    overrides: dict | None = None, warmup: int = WARMUP_STEPS) -> dict:
+    """In this process: compile the sharded outer step, run it ``warmup`` times, then time
     ``steps`` more. ``overrides``: config values on top of the preset's."""
     import jax
     import jax.numpy as jnp
@@ -86,12 +86,12 @@ def time_meta_steps(preset: str, devices: int, learners: int, steps: int, data_d
     first = time.perf_counter() - t0
     # Warm-up, untimed: the host heap grows to its working size over the first few calls
     # (~50,000 page faults on each of two of them on CPU), a one-off cost of a run.
-    for i in range(1, WARMUP_STEPS + 1):
+    for i in range(1, warmup + 1):
         state, m = step(state, put(arch), put(jax.random.fold_in(k_steps, i)), images, labels)
     jax.block_until_ready(m)
     faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
-    for i in range(WARMUP_STEPS + 1, WARMUP_STEPS + steps + 1):
+    for i in range(warmup + 1, warmup + steps + 1):
         state, m = step(state, put(arch), put(jax.random.fold_in(k_steps, i)), images, labels)
     jax.block_until_ready(m)
     wall = time.perf_counter() - t0
