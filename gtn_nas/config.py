@@ -43,7 +43,7 @@ Dataset = _choices("Dataset", DATASETS)
 LearnerName = _choices("LearnerName", FIXED_LEARNERS + tuple(SPACES))
 GeneratorName = _choices("GeneratorName", GENERATORS)
 Curriculum = _choices("Curriculum", CURRICULA)
-Remat = _choices("Remat", REMAT_LEVELS)
+Remat = _choices("Remat", ("auto",) + REMAT_LEVELS)
 GtnCheckpoint = _choices("GtnCheckpoint", ("best", "last"))  # which meta-parameters to read
 SpaceName = _choices("SpaceName", tuple(SPACES))
 Proxy = _choices("Proxy", ("gtn", "real", "params"))
@@ -197,7 +197,9 @@ class MetaTrainConfig:
     meta_batch_size: int = option(1024, "Real images per meta-loss batch.")
     intermediate_every: int = option(0, "Real-data loss every U inner steps (0: final only).")
     intermediate_weight: float = option(1.0, "Weight of the intermediate real-data losses.")
-    remat: str = option("none", "Recomputation in the unroll's backward pass.", choices=Remat)
+    remat: str = option("auto", "Recomputation in the unroll's backward pass (auto: none for the "
+                        "MLP learners, step for conv learners); the same numbers, other time and "
+                        "memory.", choices=Remat, resumable=True)
     augment: bool = option(False, "Crop+flip the meta-loss batches (the paper's CIFAR-10 setting).",
                            flags=("--augment/--no-augment",))
     seed: int = option(0, "Root PRNG seed.")
@@ -250,6 +252,12 @@ class MetaTrainConfig:
             # (about a minute to compile on 2 cores): a fresh one every step would compile every
             # step. Meta-training draws from a fixed pool instead (--arch-pool to change it).
             object.__setattr__(self, "arch_pool", MICRO_POOL)
+        if self.remat == "auto":
+            # Measured on 2 cores (benchmarks/RESULTS.md): the MLP unroll fits in ~1.1 GB and
+            # recomputing each step costs 30% more time; a conv learner's residual stacks are
+            # the bigger cost (base_fc: 2.3 s with step vs 3.5 s without, 3.0 vs 8.6 GB) or do
+            # not fit at all (the NB201 supernet at C=8: over 24 GB without).
+            object.__setattr__(self, "remat", "none" if self.learner in ("mlp", "linear") else "step")
         if self.remat == "nested" and self.inner_steps < 4:
             raise ConfigError("remat 'nested' needs at least 4 inner steps")
 
@@ -536,7 +544,7 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                      log_every=2, eval_every=3, eval_subset=500, checkpoint_every=3),
         # Tuned on 2 cores (benchmarks/RESULTS.md): the final-loss-only meta-objective is ~40%
         # cheaper per step and learned faster than U=1; a large meta batch costs little there.
-        # No remat: the MLP unroll fits in ~1.1 GB, and recomputing each step cost 30% more time.
+        # remat auto (the dataclass default): none for this MLP, step for a conv learner.
         # A narrow generator (64 hidden) learned faster than wider ones (1024 < 512 < 256 < 128 <
         # 64 ~ 32 in validation accuracy at 300 steps) and is cheaper; Adam with b2 0.9 (the
         # paper's CIFAR setting) tracks the fast-changing meta-gradient scale better.

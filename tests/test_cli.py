@@ -233,7 +233,7 @@ def test_help_lists_choices_and_preset_defaults():
     result = runner.invoke(cli.app, ["meta-train", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "[mnist|fashion_mnist|cifar10]" in text and "[none|step|nested]" in text
+    assert "[mnist|fashion_mnist|cifar10]" in text and "[auto|none|step|nested]" in text
     assert "tiny preset: 6, cpu preset: 1100, paper preset: 2000" in text  # --iterations
     result = runner.invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"})
     assert "[gtn|real|params]" in " ".join(result.output.split())
@@ -259,3 +259,17 @@ def test_resumable_keys_are_declared_on_the_fields():
     assert "inner_steps" not in resumable_keys(MetaTrainConfig)
     assert {"budget", "time_budget", "workers", "top_k"} <= resumable_keys(SearchConfig)
     assert "seed" not in resumable_keys(SearchConfig)
+
+
+def test_remat_auto_recomputes_conv_learners_only():
+    """`--remat auto` (the cpu preset's) resolves in the config, so config.json holds what ran:
+    none for the MLP learners, step for conv learners; an explicit level is kept."""
+    from gtn_nas.config import resumable_keys
+
+    assert build_config(MetaTrainConfig, "cpu", {}).remat == "none"
+    assert build_config(MetaTrainConfig, "cpu", {"learner": "linear"}).remat == "none"
+    for learner in ("base_fc", "base_larger2", "nb201"):
+        assert build_config(MetaTrainConfig, "cpu", {"learner": learner}).remat == "step", learner
+    assert build_config(MetaTrainConfig, "cpu", {"learner": "base_fc", "remat": "none"}).remat == "none"
+    assert build_config(MetaTrainConfig, "paper", {}).remat == "step"
+    assert "remat" in resumable_keys(MetaTrainConfig)  # memory and time, not the numbers

@@ -2,8 +2,9 @@
 
 ``estimator``: meta_loss(φ) over fresh learners unrolled on the teacher's curriculum and the
 estimate (loss, meta-gradient, metrics) of it; ``outer``: the outer optimiser and the guarded
-update of the meta-state; ``gtn``: a GTN built from its config, and loaded from a run directory.
-Arrays in, arrays out: no run directory, logging or data loading here (``commands.meta_train``).
+update of the meta-state: arrays in, arrays out, no run directory, logging or data loading
+(``commands.meta_train`` owns those). ``gtn``: a GTN built from its config, and read back from a
+run directory's checkpoints for the commands that use one.
 """
 
 from gtn_nas.meta.estimator import full_backprop, make_meta_loss
