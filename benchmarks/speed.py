@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import describe, finish, machine  # noqa: E402
-from benchmarks.scaling import time_meta_steps  # noqa: E402
+from benchmarks.scaling import WARMUP_STEPS, time_meta_steps  # noqa: E402
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -91,8 +91,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")
     ap.add_argument("--learner", default=None, help="meta-step learner instead of the preset's")
     ap.add_argument("--learner-width", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=None,
-                    help="untimed meta-steps after the first (default: scaling.WARMUP_STEPS)")
+    ap.add_argument("--warmup", type=int, default=WARMUP_STEPS,
+                    help="untimed meta-steps after the first")
     ap.add_argument("--remat", default=None, help="none | step | nested instead of the preset's")
     ap.add_argument("--conv", default=None,
                     help="comma list of GTN_NAS_CONV forms to time each meta-step with "
@@ -141,7 +141,7 @@ def main() -> None:
         for conv in convs:
             os.environ["GTN_NAS_CONV"] = conv  # read when the meta-step is traced
             r = time_meta_steps(preset, 1, learners, args.steps, args.data_dir, overrides,
-                                **({} if args.warmup is None else {"warmup": args.warmup}))
+                                warmup=args.warmup)
             r.update(learner=learner, conv=conv)
             print(json.dumps(r))
             result["meta_step"][f"{preset}/{conv}"] = r

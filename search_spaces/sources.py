@@ -67,14 +67,13 @@ def space_source(space_name: str, image_shape: Sequence[int], num_classes: int, 
     channels = int(channels or space.defaults.channels)
     cells = int(cells)
     shape = tuple(int(d) for d in image_shape)
-    size = pool
-    pool = _pool_genotypes(space, seed, size) if size else None
-    name = f"{space.name}(C={channels},N={cells}" + (f",pool={size})" if pool else ")")
+    genotypes = _pool_genotypes(space, seed, pool) if pool else None
+    name = f"{space.name}(C={channels},N={cells}" + (f",pool={pool})" if pool else ")")
 
     if space.name == "nb201":
         # Building the supernet's module here validates the sizes before anything is traced.
         nb201.build_shared(channels, cells, num_classes, shape)
-        pool_codes = None if pool is None else np.stack([nb201.encode(g) for g in pool])
+        pool_codes = None if genotypes is None else np.stack([nb201.encode(g) for g in genotypes])
 
         def sample(key: jax.Array) -> jax.Array:
             if pool_codes is not None:
@@ -91,8 +90,8 @@ def space_source(space_name: str, image_shape: Sequence[int], num_classes: int, 
         learners: dict[Any, Any] = {}  # one Learner per genotype: its closures stay hashable
 
         def sample(key: jax.Array) -> StaticArch:
-            if pool is not None:
-                return StaticArch(pool[_pick(key, len(pool))])
+            if genotypes is not None:
+                return StaticArch(genotypes[_pick(key, len(genotypes))])
             return StaticArch(space.sample(key))
 
         def build(arch: StaticArch):

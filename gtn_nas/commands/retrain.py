@@ -68,7 +68,7 @@ def load_model(run_dir: str | Path, input_shape=None) -> tuple[RetrainConfig, An
 
     run_dir = Path(run_dir)
     cfg = load_config(RetrainConfig, run_dir / "config.json")
-    shape = tuple(input_shape or _dataset_shape(cfg.dataset))
+    shape = tuple(input_shape or IMAGE_SHAPES[cfg.dataset])
     model = build_model(cfg, shape, 10)
     like = init_variables(model, shape, jax.random.PRNGKey(0))
     path = run_dir / MODEL_FILE
@@ -102,10 +102,6 @@ def _check_same_shapes(like, got, where) -> None:
     if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b) or a != b:
         raise CheckpointError(f"{where} does not fit the network in its config.json "
                               "(different shapes)")
-
-
-def _dataset_shape(name: str) -> tuple[int, int, int]:
-    return IMAGE_SHAPES[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +308,7 @@ def evaluate_runs(out: str | Path, data_dir: str | None = None, dataset: str | N
     for d in dirs:
         cfg = load_config(RetrainConfig, d / "config.json")
         name = dataset or cfg.dataset
-        trained = _dataset_shape(cfg.dataset)
+        trained = IMAGE_SHAPES[cfg.dataset]
         data = load_dataset(name, data_dir or cfg.data_dir, cfg.split_seed)
         if tuple(data.image_shape) != tuple(trained):
             raise DataError(f"the model in {d} was trained on {cfg.dataset} images of shape "
