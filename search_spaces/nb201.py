@@ -20,8 +20,11 @@ one SGD step, batch 64: at C=16, N=1 on 28x28x1, XLA:CPU (2 cores) compiles an e
 per-architecture compilation wins beyond about 10 steps per architecture there; on an H100,
 exact 3-5 s / 2-5 ms against shared 6 s / 6 ms, and at C=16, N=5 on 32x32x3 exact 6-12 s /
 8-25 ms against shared 29 s / 52-57 ms. ``mode="switch"`` runs only the chosen op per edge through
-``lax.switch``; it measured 1.4-7x slower per step than onehot on XLA:CPU and 0.8-1.2x on an
-H100, with longer compiles, so it is an option, not the default.
+``lax.switch``; for one first-order SGD step it measured 1.4-7x slower than onehot on XLA:CPU
+and 0.8-1.2x on an H100, with longer compiles, so the search's shared program keeps onehot. For
+meta-training's second-order unroll it is the other way round (2.7x faster on 2 cores over six
+architectures, benchmarks/RESULTS.md, Profile), so meta-training uses switch
+(``search_spaces/sources.py``).
 
 Parameter paths coincide with the exact module's (``cell_s_n/edge_j_i/<op>/...``), so
 ``subnet_variables`` extracts an exact network's variables, and an exact module initialised with

@@ -7,9 +7,12 @@ inside the jitted meta-step, returns the learner for that encoding.
 
 Compilation. The meta-step is jitted once per distinct *type* of ``arch``:
 - ``nb201``: ``arch`` is the int32 [6] op-index array of ``search_spaces.nb201.encode`` and the
-  learner is the weight-sharing supernet (``nb201.shared_learner``), whose one-hot edge mixing
-  reproduces each genotype's exact function. Every architecture of the 15,625 runs in the same
-  compiled program: one compilation for the whole meta-training run.
+  learner is the weight-sharing supernet (``nb201.shared_learner``) in ``switch`` mode: each edge
+  runs only its chosen op (``lax.switch`` on the traced index), which is each genotype's exact
+  function. Every architecture of the 15,625 runs in the same compiled program: one compilation
+  for the whole meta-training run. The supernet's ``onehot`` mode (every op computed, weighted
+  sums) was 2.7x slower per second-order meta-step on 2 cores (C=4, T=4, six architectures,
+  benchmarks/RESULTS.md, Profile), where for one first-order SGD step it is the faster one.
 - ``micro``: the wiring of a micro cell changes its parameter shapes, so no shared program exists
   (see ``search_spaces.micro``). ``arch`` is a ``StaticArch``: a pytree with no array leaves that
   carries the genotype in its tree structure, so jit compiles once per distinct genotype and
@@ -33,6 +36,7 @@ from gtn_nas.core.learners import LearnerSource
 from gtn_nas.errors import ConfigError
 
 POOL_SALT = 0x5EED  # fold_in constant for the architecture pool, apart from every outer-step key
+NB201_MODE = "switch"  # the supernet mode of meta-training (see the module docstring)
 
 
 @jax.tree_util.register_static
@@ -81,7 +85,7 @@ def space_source(space_name: str, image_shape: Sequence[int], num_classes: int, 
             return jnp.asarray(nb201.encode(space.sample(key)))  # int32 [6]
 
         def build(arch: jax.Array):
-            return nb201.shared_learner(arch, channels, cells, num_classes, shape)
+            return nb201.shared_learner(arch, channels, cells, num_classes, shape, mode=NB201_MODE)
 
         return LearnerSource(name, build, sample)
 

@@ -1,5 +1,6 @@
 """Benchmark helpers whose figures RESULTS.md relies on."""
 
+import os
 import jax
 import jax.numpy as jnp
 
@@ -45,3 +46,20 @@ def test_profile_attributes_the_meta_step_time_to_its_ops(fake_mnist):
     assert abs(total - r["op_ms_total"]) < 0.01 * r["op_ms_total"] + 0.5
     assert r["top_ops"] and all(t["ms"] >= 0 and t["calls"] >= 0 for t in r["top_ops"])
     assert any(k.startswith(("dot", "fusion")) for k in r["by_class"])
+
+
+def test_ab_timing_compiles_variants_apart_and_steps_them_in_turn(fake_mnist):
+    """benchmarks/ab_meta_step.py: each variant's environment is in force while it is traced
+    (the two layouts of base_fc compute the same meta-loss), every variant is timed each round."""
+    from benchmarks.ab_meta_step import compare
+    from gtn_nas.config import MetaTrainConfig, build_config
+    from gtn_nas.io.data import load_dataset
+
+    cfg = build_config(MetaTrainConfig, "tiny", dict(learner="base_fc", learner_width=2,
+                                                     meta_batch_size=8))
+    variants = [{"GTN_NAS_LAYOUT": "nhwc"}, {"GTN_NAS_LAYOUT": "cnhw"}]
+    rows = compare(cfg, load_dataset("mnist", fake_mnist), variants, rounds=2, log=lambda m: None)
+    assert [r["env"] for r in rows] == variants and rows[0]["ratio_to_first"] == 1.0
+    assert all(len(r["times_s"]) == 2 and min(r["times_s"]) > 0 for r in rows)
+    assert abs(rows[0]["first_meta_loss"] - rows[1]["first_meta_loss"]) < 1e-4
+    assert "GTN_NAS_LAYOUT" not in os.environ

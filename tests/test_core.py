@@ -195,25 +195,34 @@ def test_paper_generator_shapes(key):
 def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding, key, monkeypatch):
     """The im2col form (gtn_nas.core.nn.spatial) is the same function as XLA's convolution, and so are
     the derivatives meta-training takes of it: the gradient of a weight gradient."""
-    from gtn_nas.core.nn.spatial import conv2d
+    from gtn_nas.core.nn.spatial import conv2d, conv2d_channel_major
 
     kx, kw = jax.random.split(key)
 
-    def second_order(x, w):
-        inner = lambda w: jnp.sum(jnp.tanh(conv2d(x, w, strides, padding, slices=True)) ** 2)
-        g = jax.grad(inner)(w)
-        return jnp.sum(jnp.sin(g)), conv2d(x, w, strides, padding, slices=True)
+    def nhwc(x, w):
+        return conv2d(x, w, strides, padding, slices=True)
+
+    def cnhw(x, w):  # the channel-major form, given and giving NHWC here
+        y = conv2d_channel_major(jnp.transpose(x, (3, 0, 1, 2)), w, strides, padding)
+        return jnp.transpose(y, (1, 2, 3, 0))
+
+    def second_order(conv):
+        def f(x, w):
+            inner = lambda w: jnp.sum(jnp.tanh(conv(x, w)) ** 2)
+            return jnp.sum(jnp.sin(jax.grad(inner)(w))), conv(x, w)
+        return f
 
     results = {}
     with jax.enable_x64(True):  # float64: the comparison is of the functions, not of float32 rounding
         x = jax.random.normal(kx, (2, 7, 6, kernel[2]), jnp.float64)
         w = jax.random.normal(kw, kernel, jnp.float64)
-        for impl in ("xla", "slices"):
-            monkeypatch.setenv("GTN_NAS_CONV", impl)
-            (val, y), grads = jax.value_and_grad(second_order, (0, 1), has_aux=True)(x, w)
+        for impl, conv in (("xla", nhwc), ("slices", nhwc), ("channel-major", cnhw)):
+            monkeypatch.setenv("GTN_NAS_CONV", impl if impl != "channel-major" else "slices")
+            (val, y), grads = jax.value_and_grad(second_order(conv), (0, 1), has_aux=True)(x, w)
             results[impl] = (y, val, *grads)
-    for a, b in zip(results["xla"], results["slices"]):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    for impl in ("slices", "channel-major"):
+        for a, b in zip(results["xla"], results[impl]):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     monkeypatch.setenv("GTN_NAS_CONV", "fast")
     with pytest.raises(ConfigError, match="GTN_NAS_CONV"):
         conv2d(x, w, strides, padding)
@@ -250,6 +259,38 @@ def test_pool_as_slices_equals_xla_pool_to_second_order(shape, key, monkeypatch)
     monkeypatch.setenv("GTN_NAS_CONV", "slices")
     g = jax.grad(lambda x: jnp.sum(max_pool_3x3s2(x, slices=True)))(zeros)
     assert float(jnp.sum(g)) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("name", ["base_fc", "base_larger2"])
+def test_channel_major_learners_equal_nhwc_ones_to_second_order(name, key, monkeypatch):
+    """The fixed conv learners computing in CNHW are the NHWC learners, with the same parameters:
+    outputs, batch statistics and the gradient of a function of the weight gradient (float64)."""
+    from gtn_nas.core.learners import make_learner
+
+    results = {}
+    with jax.enable_x64(True):
+        x = jax.random.normal(key, (3, 8, 8, 2), jnp.float64)
+        for layout in ("nhwc", "cnhw"):
+            monkeypatch.setenv("GTN_NAS_LAYOUT", layout)
+            learner = make_learner(name, (8, 8, 2), 10, 2)
+            params, stats = learner.init(jax.random.PRNGKey(0))
+            params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+
+            def loss(p):
+                logits, new_stats = learner.apply(p, stats, x, True)
+                return jnp.sum(jnp.sin(logits)), new_stats
+
+            (val, new_stats) = loss(params)
+            meta = jax.grad(lambda p: sum(jnp.sum(jnp.sin(g)) for g in
+                                          jax.tree.leaves(jax.grad(lambda q: loss(q)[0])(p))))(params)
+            results[layout] = (params, val, new_stats, meta)
+    a, b = results["nhwc"], results["cnhw"]
+    assert jax.tree.structure(a[0]) == jax.tree.structure(b[0])
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+    monkeypatch.setenv("GTN_NAS_LAYOUT", "nchw")
+    with pytest.raises(ConfigError, match="GTN_NAS_LAYOUT"):
+        make_learner(name, (8, 8, 2), 10, 2).init(jax.random.PRNGKey(0))
 
 
 def test_conv_learners_prefer_slices_on_cpu_only(monkeypatch):

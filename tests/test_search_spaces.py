@@ -464,6 +464,37 @@ def test_nb201_shared_switch_mode_and_vmap(shared_net):
                                                          jnp.asarray(nb201.encode(g))))
 
 
+def test_nb201_switch_mode_meta_gradient_equals_exact_network(shared_net):
+    """Meta-training's supernet mode (switch, search_spaces/sources.py) gives the exact network's
+    second-order gradient (through one SGD step and a loss after it) on the ops it uses."""
+    from search_spaces.sources import NB201_MODE
+
+    shape, x, _, variables = shared_net
+    g = NB201Genotype.from_str(GENOTYPES[2])
+    switch = nb201.build_shared(TINY_C, TINY_N, 10, shape, mode=NB201_MODE)
+    exact = get_space("nb201").build(g, TINY_C, TINY_N, 10, shape)
+    arch = jnp.asarray(nb201.encode(g))
+
+    def meta_grad(forward, variables):
+        def loss(params):
+            out = forward({**variables, "params": params})
+            return jnp.mean(out ** 2)
+
+        def after_step(params):
+            d = jax.grad(loss)(params)
+            return loss(jax.tree_util.tree_map(lambda p, q: p - 0.1 * q, params, d))
+
+        return jax.jit(jax.grad(after_step))(variables["params"])
+
+    got = meta_grad(lambda v: switch.apply(v, x, arch, train=True, mutable=["batch_stats"])[0],
+                    variables)
+    want = meta_grad(lambda v: exact.apply(v, x, train=True, mutable=["batch_stats"])[0],
+                     nb201.subnet_variables(g, variables))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                           nb201.subnet_variables(g, {"params": got})["params"], want)
+    assert NB201_MODE == "switch"
+
+
 def test_nb201_no_ops_on_zero_nodes():
     """A pool of a node that is exactly zero is not in the program: XLA would constant-fold it at
     compile time (minutes on CPU for batch-sized shapes), for the same zero result."""

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gtn_nas.core.nn.spatial import conv2d
+from gtn_nas.core.nn.spatial import conv2d, conv2d_channel_major
 
 _kaiming_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -34,9 +34,12 @@ def _torch_bias_init(fan_in: int):
     return lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
-def channel(v: jax.Array, ndim: int) -> jax.Array:
-    """A per-channel vector shaped to broadcast against a [..., C] array of rank ``ndim``."""
-    return v.reshape((1,) * (ndim - 1) + (-1,))
+def channel(v: jax.Array, ndim: int, axis: int = -1) -> jax.Array:
+    """A per-channel vector shaped to broadcast against an array of rank ``ndim`` whose channel
+    axis is ``axis`` (the last by default)."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
 
 
 def _wn_params(module: nn.Module, shape: tuple[int, ...]) -> jax.Array:
@@ -64,7 +67,7 @@ class WNDense(nn.Module):
 
 
 class WNConv(nn.Module):
-    """Weight-normalised 2-D convolution on NHWC inputs."""
+    """Weight-normalised 2-D convolution on NHWC inputs (CNHW with ``channel_major``)."""
 
     features: int
     kernel_size: tuple[int, int] = (3, 3)
@@ -72,16 +75,22 @@ class WNConv(nn.Module):
     padding: str | Sequence[tuple[int, int]] = "SAME"
     use_bias: bool = False
     slices: bool = False  # prefer shifted slices + matmul on CPU (gtn_nas.nn.spatial)
+    channel_major: bool = False  # CNHW input and output (always as slices), HWIO kernel
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kh, kw = self.kernel_size
-        cin = x.shape[-1]
+        axis = 0 if self.channel_major else -1
+        cin = x.shape[axis]
         v, scale = _wn_params(self, (kh, kw, cin, self.features))
-        y = conv2d(x, v, self.strides, self.padding, self.slices)
-        y = y * channel(scale, y.ndim)
+        w = v * scale[None, None, None, :]  # the effective kernel, not a pass over activations
+        if self.channel_major:
+            y = conv2d_channel_major(x, w, self.strides, self.padding)
+        else:
+            y = conv2d(x, w, self.strides, self.padding, self.slices)
         if self.use_bias:
-            y = y + channel(self.param("bias", _torch_bias_init(kh * kw * cin), (self.features,)), y.ndim)
+            bias = self.param("bias", _torch_bias_init(kh * kw * cin), (self.features,))
+            y = y + channel(bias, y.ndim, axis)
         return y
 
 
@@ -98,19 +107,21 @@ class MeanOnlyBN(nn.Module):
     """
 
     momentum: float = 0.0
+    axis: int = -1  # the channel axis (0 for CNHW)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        c = x.shape[-1]
+        axis = self.axis % x.ndim
+        c = x.shape[axis]
         bias = self.param("bias", nn.initializers.zeros, (c,))
         stored = self.variable("batch_stats", "mean", jnp.zeros, (c,))
         if train:
-            mean = jnp.mean(x, axis=_reduce_axes(x))
+            mean = jnp.mean(x, axis=tuple(a for a in range(x.ndim) if a != axis))
             if not self.is_initializing():
                 stored.value = self.momentum * stored.value + (1.0 - self.momentum) * mean
         else:
             mean = stored.value
-        return x - channel(mean, x.ndim) + channel(bias, x.ndim)
+        return x - channel(mean, x.ndim, axis) + channel(bias, x.ndim, axis)
 
 
 class BatchNorm(nn.Module):

@@ -11,8 +11,14 @@ for slices (``WNConv(slices=True)``: the fixed conv learners) and gets them on C
 fixed learners' 3x3/2 max pooling has a slice form too (``max_pool_3x3s2``: reshaped pairs, no
 strides), which took the `base_fc` meta-step from 3.5 to 2.3 s on 2 cores with ``remat=step``.
 
-``GTN_NAS_CONV=xla|slices`` overrides every module's choice, on any backend (default ``auto``).
-Both forms compute the same function (tests/test_core.py).
+The fixed learners go one step further on CPU and keep their activations channel-major (CNHW,
+``conv2d_channel_major``): each convolution is then a [Cout, K] x [K, N*H*W] matmul whose two
+gradients are again plain row-major matmuls, where NHWC's weight gradient contracted over the
+major axis and XLA transposed [N*H*W, C] operands for it (`base_fc` 2.6 -> 1.9 s per meta-step).
+
+``GTN_NAS_CONV=xla|slices`` overrides every module's choice, on any backend (default ``auto``);
+``GTN_NAS_LAYOUT=nhwc|cnhw`` the fixed learners' layout (``auto``: CNHW where they use slices).
+Every form computes the same function (tests/test_core.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 CONV_IMPLS = ("auto", "xla", "slices")
+LAYOUTS = ("auto", "nhwc", "cnhw")
 
 Padding = str | Sequence[tuple[int, int]]
 
@@ -46,6 +53,32 @@ def use_slices(preferred: bool) -> bool:
     return impl == "slices"
 
 
+def channel_major() -> bool:
+    """Whether the fixed conv learners compute channel-major (CNHW) now: $GTN_NAS_LAYOUT
+    (auto|nhwc|cnhw, read at trace time); auto is CNHW wherever their convolutions are slices."""
+    layout = os.environ.get("GTN_NAS_LAYOUT", "auto")
+    if layout not in LAYOUTS:
+        from gtn_nas.errors import ConfigError
+
+        raise ConfigError(f"GTN_NAS_LAYOUT must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "auto":
+        return use_slices(True)
+    return layout == "cnhw"
+
+
+def _pad_spatial(x: jax.Array, axes: tuple[int, int], kernel: tuple[int, int],
+                 strides: tuple[int, int], padding: Padding) -> jax.Array:
+    """``x`` zero-padded on its two spatial ``axes`` as ``padding`` (a name or explicit pairs) says."""
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads([x.shape[a] for a in axes], kernel, strides, padding)
+    if not any(p for pair in padding for p in pair):
+        return x
+    widths = [(0, 0)] * x.ndim
+    for a, pair in zip(axes, padding):
+        widths[a] = tuple(pair)
+    return jnp.pad(x, widths)
+
+
 def conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1),
            padding: Padding = "SAME", slices: bool = False) -> jax.Array:
     """NHWC input, HWIO kernel, no dilation or groups. ``slices``: the module's preference (see
@@ -56,13 +89,7 @@ def conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
     kh, kw, cin, cout = w.shape
     (sh, sw) = strides
-    if isinstance(padding, str):
-        pads = jax.lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
-    else:
-        pads = padding
-    (pt, pb), (pl, pr) = pads
-    if pt or pb or pl or pr:
-        x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    x = _pad_spatial(x, (1, 2), (kh, kw), strides, padding)
     ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     # Row, column, channel: the order of the kernel's flattened HWIO axes, so the kernel is the
     # matmul's right operand as it is.
@@ -72,8 +99,25 @@ def conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1),
     return jnp.dot(cols, w.reshape(kh * kw * cin, cout))
 
 
-def max_pool_3x3s2(x: jax.Array, slices: bool = False) -> jax.Array:
-    """3x3 max pooling, stride 2, padding 1 (the paper's learners' pooling) of NHWC ``x``.
+def conv2d_channel_major(x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1),
+                         padding: Padding = "SAME") -> jax.Array:
+    """``conv2d`` as slices on a CNHW input (HWIO kernel), giving CNHW."""
+    kh, kw, cin, cout = w.shape
+    (sh, sw) = tuple(int(s) for s in strides)
+    x = _pad_spatial(x, (2, 3), (kh, kw), (sh, sw), padding)
+    n = x.shape[1]
+    ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    cols = [x[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=0)
+    cols = cols.reshape(kh * kw * cin, n * ho * wo)
+    y = jax.lax.dot_general(w.reshape(kh * kw * cin, cout), cols, (((0,), (0,)), ((), ())))
+    return y.reshape(cout, n, ho, wo)
+
+
+def max_pool_3x3s2(x: jax.Array, slices: bool = False, axes: tuple[int, int] = (1, 2)) -> jax.Array:
+    """3x3 max pooling, stride 2, padding 1 (the paper's learners' pooling) over the two spatial
+    ``axes`` of ``x`` (NHWC's by default; (2, 3) for CNHW).
 
     As slices (``slices`` and on CPU, like ``conv2d``), for even H and W: each axis in turn is
     reshaped into (even, odd) pairs and out[i] = max(odd[i-1], even[i], odd[i]), so there is no
@@ -82,10 +126,12 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False) -> jax.Array:
     learner's second-order meta-step on 2 cores (benchmarks/RESULTS.md, Profile). Exact ties
     split the gradient evenly where XLA's op gives it to one input; the sum is the same.
     """
-    h, w = x.shape[1], x.shape[2]
+    h, w = x.shape[axes[0]], x.shape[axes[1]]
     if not use_slices(slices) or h % 2 or w % 2:
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                                     ((0, 0), (1, 1), (1, 1), (0, 0)))
+        window, stride, pad = [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
+        for a in axes:
+            window[a], stride[a], pad[a] = 3, 2, (1, 1)
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, tuple(window), tuple(stride), pad)
 
     def along(x, axis):
         n = x.shape[axis]
@@ -98,4 +144,4 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False) -> jax.Array:
                                     axis=axis)
         return jnp.maximum(jnp.maximum(even, odd), prev)
 
-    return along(along(x, 1), 2)
+    return along(along(x, axes[0]), axes[1])

@@ -1,0 +1,144 @@
+"""Interleaved A/B timing of meta-step variants in one process.
+
+    python benchmarks/ab_meta_step.py --learner base_fc --learner-width 16 \
+        --variant GTN_NAS_LAYOUT=nhwc --variant GTN_NAS_LAYOUT=cnhw --rounds 4
+
+Why: on a shared VM the same compiled step drifts by up to 30% within minutes, so two variants
+timed in separate runs compare the machine's moods. Here every variant (a set of environment
+variables read at trace time, e.g. $GTN_NAS_CONV, $GTN_NAS_LAYOUT) is compiled first, then the
+compiled steps run in turn for several rounds (a search-space learner draws a new architecture
+each round, the same one for every variant); the medians and the per-round ratios to the first
+variant are printed. Nothing is appended to RESULTS.md: quote the printout where it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
+
+from benchmarks.common import describe, machine  # noqa: E402
+
+
+def parse_variant(text: str) -> dict[str, str]:
+    env = {}
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: a variant is NAME=VALUE[,NAME=VALUE...], got {text!r}")
+        env[name.strip()] = value.strip()
+    return env
+
+
+def compile_variant(cfg, data, env: dict[str, str]):
+    import jax
+    import jax.numpy as jnp
+
+    from gtn_nas.meta import exact_meta_step
+    from gtn_nas.meta.gtn import build_learner_source, build_teacher
+    from gtn_nas.meta.outer import init_meta_state
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        shape, classes = data.image_shape, data.num_classes
+        teacher = build_teacher(cfg, shape, classes)
+        source = build_learner_source(cfg, shape, classes)
+        images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+        key = jax.random.PRNGKey(0)
+        state = init_meta_state(cfg, teacher, key)
+        arch = source.sample(jax.random.PRNGKey(7))  # None for a fixed learner
+        step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std))
+        t0 = time.perf_counter()
+        compiled = step.lower(state, arch, key, images, labels).compile()
+        compile_s = time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out, metrics = compiled(state, arch, key, images, labels)  # warm
+    jax.block_until_ready(out)
+    return compiled, state, source, images, labels, compile_s, float(metrics["meta_loss"])
+
+
+def compare(cfg, data, variants: list[dict[str, str]], rounds: int, log=print) -> list[dict]:
+    """Compiles every variant, then steps them in turn ``rounds`` times; one row per variant."""
+    import jax
+
+    built = [compile_variant(cfg, data, env) for env in variants]
+    times: list[list[float]] = [[] for _ in variants]
+    key = jax.random.PRNGKey(1)
+    for r in range(rounds):
+        for i, (compiled, state, source, images, labels, *_) in enumerate(built):
+            arch = source.sample(jax.random.fold_in(key, 100 + r))  # a search space's: per round
+            t0 = time.perf_counter()
+            out, _ = compiled(state, arch, jax.random.fold_in(key, r), images, labels)
+            jax.block_until_ready(out)
+            times[i].append(time.perf_counter() - t0)
+        log(f"round {r + 1}: " + "  ".join(f"{t[-1]:.3f}" for t in times))
+    rows = []
+    for env, t, b in zip(variants, times, built):
+        ratios = [x / y for x, y in zip(t, times[0])]
+        rows.append({"env": env, "median_s": statistics.median(t), "times_s": t,
+                     "ratio_to_first": statistics.median(ratios), "compile_s": b[5],
+                     "first_meta_loss": b[6]})
+    return rows
+
+
+def main() -> None:
+    reuse_freed_memory()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--learner", default="base_fc")
+    p.add_argument("--learner-width", type=int, default=16)
+    p.add_argument("--remat", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="another meta-train config value, e.g. inner_steps=8 (repeat)")
+    p.add_argument("--variant", action="append", required=True,
+                   help="NAME=VALUE[,NAME=VALUE...] environment of one variant (repeat)")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, help="also write the timings as JSON here")
+    args = p.parse_args()
+    variants = [parse_variant(v) for v in args.variant]
+
+    from gtn_nas.config import MetaTrainConfig, build_config
+    from gtn_nas.io.data import load_dataset
+
+    over = dict(learner=args.learner, learner_width=args.learner_width)
+    if args.remat:
+        over["remat"] = args.remat
+    types = {f.name: str(f.type) for f in dataclasses.fields(MetaTrainConfig)}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        kind = types.get(name, "str")
+        over[name] = (value.lower() in ("1", "true") if kind.startswith("bool") else
+                      int(value) if kind.startswith("int") else
+                      float(value) if kind.startswith("float") else value)
+    cfg = build_config(MetaTrainConfig, args.preset, over)
+    data = load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)
+    print(f"Machine: {describe(machine())}. {args.preset} preset, learner {args.learner} width "
+          f"{args.learner_width}, remat {cfg.remat}.", flush=True)
+    rows = compare(cfg, data, variants, args.rounds, log=lambda m: print(m, flush=True))
+    for row in rows:
+        print(f"{json.dumps(row['env'])}: median {row['median_s']:.3f} s per meta-step, "
+              f"{row['ratio_to_first']:.2f}x the first (per-round), compile "
+              f"{row['compile_s']:.1f} s, first meta-loss {row['first_meta_loss']:.6f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
