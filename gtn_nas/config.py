@@ -156,7 +156,7 @@ class MetaTrainConfig:
     dataset: str = option("mnist", "Data set.", choices=Dataset)
     data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
     preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests, seconds), cpu (minutes on "
-                         "2 cores), cpu-conv (the paper's conv learner, ~17 min on 2 cores), "
+                         "2 cores), cpu-conv (the paper's conv learner, 17-19 min on 2 cores), "
                          "paper (the paper's, GPU); options given override them.",
                          choices=Preset)
     learner: str = option("mlp", "Meta-training learner: a fixed network or a search space "
@@ -555,7 +555,7 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # stability, and the meta-gradient exploded; bounded schedule, spike rejection and
         # rollback on a validation collapse keep every measured run from it.
         "cpu": {},
-        # The paper's conv learner at a width and a length that 2 cores meta-train in ~17 min
+        # The paper's conv learner at a width and a length that 2 cores meta-train in 17-19 min
         # (channel-major slices + remat per step, ~1.9 s per meta-step); everything else is the
         # cpu preset's. It does not yet teach better than real data (benchmarks/RESULTS.md,
         # Teaching): the target of issue #21.
