@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
-from benchmarks.common import describe, machine  # noqa: E402
+from benchmarks.common import compile_meta_step, describe, machine  # noqa: E402
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -40,34 +40,20 @@ def parse_variant(text: str) -> dict[str, str]:
 
 
 def compile_variant(cfg, data, env: dict[str, str]):
+    """The meta-step compiled with ``env`` in force while it is traced; its warm-up meta-loss."""
     import jax
-    import jax.numpy as jnp
-
-    from gtn_nas.meta import exact_meta_step
-    from gtn_nas.meta.gtn import build_learner_source, build_teacher
-    from gtn_nas.meta.outer import init_meta_state
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        shape, classes = data.image_shape, data.num_classes
-        teacher = build_teacher(cfg, shape, classes)
-        source = build_learner_source(cfg, shape, classes)
-        images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
-        key = jax.random.PRNGKey(0)
-        state = init_meta_state(cfg, teacher, key)
-        arch = source.sample(jax.random.PRNGKey(7))  # None for a fixed learner
-        step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std))
-        t0 = time.perf_counter()
-        compiled = step.lower(state, arch, key, images, labels).compile()
-        compile_s = time.perf_counter() - t0
+        compiled, state, source, arch, images, labels, compile_s = compile_meta_step(cfg, data)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    out, metrics = compiled(state, arch, key, images, labels)  # warm
+    out, metrics = compiled(state, arch, jax.random.PRNGKey(0), images, labels)  # warm
     jax.block_until_ready(out)
     return compiled, state, source, images, labels, compile_s, float(metrics["meta_loss"])
 

@@ -8,6 +8,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
@@ -93,3 +94,28 @@ def finish(result: dict, lines: list[str], out: str | Path, section: str, record
     save(result, out)
     if record:
         append_row(section, "\n".join(lines))
+
+
+def compile_meta_step(cfg, data, donate: bool = False):
+    """The meta-step of ``cfg`` on ``data``, compiled: (compiled, state, source, arch, images,
+    labels, compile seconds). ``arch``: the source's draw for a fixed key (None for a fixed
+    learner). The benchmarks that time or profile one meta-step build it here."""
+    import jax
+    import jax.numpy as jnp
+
+    from gtn_nas.meta import exact_meta_step
+    from gtn_nas.meta.gtn import build_learner_source, build_teacher
+    from gtn_nas.meta.outer import init_meta_state
+
+    shape, classes = data.image_shape, data.num_classes
+    teacher = build_teacher(cfg, shape, classes)
+    source = build_learner_source(cfg, shape, classes)
+    images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+    key = jax.random.PRNGKey(0)
+    state = init_meta_state(cfg, teacher, key)
+    arch = source.sample(jax.random.PRNGKey(7))
+    step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std),
+                   donate_argnums=0 if donate else ())
+    t0 = time.perf_counter()
+    compiled = step.lower(state, arch, key, images, labels).compile()
+    return compiled, state, source, arch, images, labels, time.perf_counter() - t0

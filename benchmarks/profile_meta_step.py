@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
-from benchmarks.common import describe, finish, machine  # noqa: E402
+from benchmarks.common import compile_meta_step, describe, finish, machine  # noqa: E402
 
 SKIP = ("end:", "ThreadpoolListener", "ThunkExecutor", "$", "PjitFunction", "ParseArguments",
         "PythonRefManager")
@@ -96,34 +96,21 @@ def conv_form(line: str) -> str:
 
 def profile(cfg, data, steps: int) -> dict:
     import jax
-    import jax.numpy as jnp
 
-    from gtn_nas.meta import exact_meta_step
-    from gtn_nas.meta.gtn import build_learner_source, build_teacher
-    from gtn_nas.meta.outer import init_meta_state
-
-    shape, classes = data.image_shape, data.num_classes
-    teacher = build_teacher(cfg, shape, classes)
-    source = build_learner_source(cfg, shape, classes)
-    images, labels = jnp.asarray(data.train.images), jnp.asarray(data.train.labels)
+    compiled, state, _, arch, images, labels, compile_s = compile_meta_step(cfg, data, donate=True)
     key = jax.random.PRNGKey(0)
-    state = init_meta_state(cfg, teacher, key)
-    step = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std), donate_argnums=0)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, None, key, images, labels).compile()
-    compile_s = time.perf_counter() - t0
     hlo = compiled.as_text()
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
     mem = compiled.memory_analysis()
-    state, _ = compiled(state, None, key, images, labels)  # warm
+    state, _ = compiled(state, arch, key, images, labels)  # warm
     jax.block_until_ready(state)
     walls = []
     folder = tempfile.mkdtemp(prefix="gtn-profile-")
     jax.profiler.start_trace(folder)
     for s in range(steps):
         t0 = time.perf_counter()
-        state, _ = compiled(state, None, jax.random.fold_in(key, s), images, labels)
+        state, _ = compiled(state, arch, jax.random.fold_in(key, s), images, labels)
         jax.block_until_ready(state)
         walls.append(time.perf_counter() - t0)
     jax.profiler.stop_trace()
