@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
-from benchmarks.common import compile_meta_step, describe, machine  # noqa: E402
+from benchmarks.common import (add_meta_step_args, compile_meta_step, describe,  # noqa: E402
+                               machine, meta_step_setup)
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -85,26 +86,19 @@ def compare(cfg, data, variants: list[dict[str, str]], rounds: int, log=print) -
 def main() -> None:
     reuse_freed_memory()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--learner", default="base_fc")
-    p.add_argument("--learner-width", type=int, default=16)
-    p.add_argument("--remat", default=None)
+    add_meta_step_args(p)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="another meta-train config value, e.g. inner_steps=8 (repeat)")
     p.add_argument("--variant", action="append", required=True,
                    help="NAME=VALUE[,NAME=VALUE...] environment of one variant (repeat)")
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None, help="also write the timings as JSON here")
     args = p.parse_args()
     variants = [parse_variant(v) for v in args.variant]
 
-    from gtn_nas.config import MetaTrainConfig, build_config
-    from gtn_nas.io.data import load_dataset
+    from gtn_nas.config import MetaTrainConfig
 
-    over = dict(learner=args.learner, learner_width=args.learner_width)
-    if args.remat:
-        over["remat"] = args.remat
+    over = {}
     types = {f.name: str(f.type) for f in dataclasses.fields(MetaTrainConfig)}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -112,8 +106,7 @@ def main() -> None:
         over[name] = (value.lower() in ("1", "true") if kind.startswith("bool") else
                       int(value) if kind.startswith("int") else
                       float(value) if kind.startswith("float") else value)
-    cfg = build_config(MetaTrainConfig, args.preset, over)
-    data = load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)
+    cfg, data = meta_step_setup(args, **over)
     print(f"Machine: {describe(machine())}. {args.preset} preset, learner {args.learner} width "
           f"{args.learner_width}, remat {cfg.remat}.", flush=True)
     rows = compare(cfg, data, variants, args.rounds, log=lambda m: print(m, flush=True))

@@ -119,3 +119,24 @@ def compile_meta_step(cfg, data, donate: bool = False):
     t0 = time.perf_counter()
     compiled = step.lower(state, arch, key, images, labels).compile()
     return compiled, state, source, arch, images, labels, time.perf_counter() - t0
+
+
+def add_meta_step_args(p) -> None:
+    """The options that pick the meta-step a meta-step benchmark builds."""
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--learner", default="base_fc")
+    p.add_argument("--learner-width", type=int, default=16)
+    p.add_argument("--remat", default=None, help="none | step | nested instead of the preset's")
+    p.add_argument("--data-dir", default=None)
+
+
+def meta_step_setup(args, **over):
+    """(config, data set) of the options of ``add_meta_step_args`` plus config values ``over``."""
+    from gtn_nas.config import MetaTrainConfig, build_config
+    from gtn_nas.io.data import load_dataset
+
+    values = dict(learner=args.learner, learner_width=args.learner_width)
+    if args.remat:
+        values["remat"] = args.remat
+    cfg = build_config(MetaTrainConfig, args.preset, {**values, **over})
+    return cfg, load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)

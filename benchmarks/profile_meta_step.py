@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
 
-from benchmarks.common import compile_meta_step, describe, finish, machine  # noqa: E402
+from benchmarks.common import (add_meta_step_args, compile_meta_step, describe, finish,  # noqa: E402
+                               machine, meta_step_setup)
 
 SKIP = ("end:", "ThreadpoolListener", "ThunkExecutor", "$", "PjitFunction", "ParseArguments",
         "PythonRefManager")
@@ -149,13 +150,9 @@ def profile(cfg, data, steps: int) -> dict:
 def main() -> None:
     reuse_freed_memory()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--learner", default="base_fc")
-    p.add_argument("--learner-width", type=int, default=16)
-    p.add_argument("--remat", default=None, help="none | step | nested instead of the preset's")
+    add_meta_step_args(p)
     p.add_argument("--conv", default=None, help="$GTN_NAS_CONV for this run: auto | xla | slices")
     p.add_argument("--steps", type=int, default=2, help="profiled meta-steps (after one warm-up)")
-    p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="runs/bench-profile")
     p.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args()
@@ -163,15 +160,9 @@ def main() -> None:
         os.environ["GTN_NAS_CONV"] = args.conv
 
     from gtn_nas import enable_compilation_cache
-    from gtn_nas.config import MetaTrainConfig, build_config
-    from gtn_nas.io.data import load_dataset
 
     enable_compilation_cache()
-    over = dict(learner=args.learner, learner_width=args.learner_width)
-    if args.remat:
-        over["remat"] = args.remat
-    cfg = build_config(MetaTrainConfig, args.preset, over)
-    data = load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)
+    cfg, data = meta_step_setup(args)
     m = machine()
     r = profile(cfg, data, args.steps)
     conv = os.environ.get("GTN_NAS_CONV", "auto")
