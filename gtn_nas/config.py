@@ -46,7 +46,9 @@ Curriculum = _choices("Curriculum", CURRICULA)
 Remat = _choices("Remat", ("auto",) + REMAT_LEVELS)
 GtnCheckpoint = _choices("GtnCheckpoint", ("best", "last"))  # which meta-parameters to read
 SpaceName = _choices("SpaceName", tuple(SPACES))
-Proxy = _choices("Proxy", ("gtn", "real", "params"))
+TRAINED_PROXIES = ("gtn", "real")  # train a learner; the gtn proxy needs a GTN
+ZERO_COST_PROXIES = ("synflow", "naswot", "jacov", "snip", "grad_norm")  # gtn_nas.search.zero_cost
+Proxy = _choices("Proxy", TRAINED_PROXIES + ("params", "flops") + ZERO_COST_PROXIES)
 Program = _choices("Program", ("auto", "exact", "shared"))
 RealSchedule = _choices("RealSchedule", ("constant", "cosine"))
 TruthColumn = _choices("TruthColumn", ("cifar10", "cifar100", "imagenet16"))
@@ -309,7 +311,11 @@ class SearchConfig:
     Architecture i of the search is ``space.sample`` of a key derived from
     ``fold_in(PRNGKey(seed), i)``. ``budget`` counts architectures (indices 0..budget-1; 0: no
     count limit), ``time_budget`` bounds each invocation's wall time; at least one is needed.
-    ``archs`` replaces sampling by the given genotype strings (budget defaults to their count).
+    ``archs`` replaces sampling by the given genotype strings (budget defaults to their count);
+    ``arch_file`` reads them from a file, one per line (blank lines and ``#`` comments skipped).
+    A GTN is read only when a proxy needs it (``needs_gtn``): a search of baselines and zero-cost
+    proxies needs ``dataset`` instead, and is scored at the benchmark's C=16, N=5 unless sizes
+    are given.
     ``channels``/``cells`` None: the GTN's learner size when it was meta-trained on the same
     space, else the space's search-time size. ``program``: ``exact`` compiles each genotype's
     own network, ``shared`` runs every NB201 genotype in one supernet program, ``auto`` picks
@@ -352,6 +358,10 @@ class SearchConfig:
     archs: tuple[str, ...] = option((), "Score this genotype string instead of sampling "
                                     "(repeatable; index i = the i-th).", flags=("--arch",),
                                     listing="repeat")
+    arch_file: str | None = option(None, "Score the genotype strings of this file, one per line, "
+                                   "instead of sampling.")
+    zc_batch_size: int = option(64, "Zero-cost proxies: images of the search's one fixed "
+                                "training batch.")
     dataset: str | None = option(None, "Must match the GTN's data set (default: the GTN's).",
                                  choices=Dataset)
     checkpoint: str = option("best", GTN_CHECKPOINT_HELP, choices=GtnCheckpoint)
@@ -371,6 +381,11 @@ class SearchConfig:
         object.__setattr__(self, "space", space.name)
         if isinstance(self.archs, str):
             object.__setattr__(self, "archs", (self.archs,))
+        if self.arch_file is not None:
+            from_file = read_arch_file(self.arch_file, space)
+            if self.archs and tuple(self.archs) != from_file:
+                raise ConfigError("give the architectures with --arch or --arch-file, not both")
+            object.__setattr__(self, "archs", from_file)
         object.__setattr__(self, "archs", tuple(space.from_str(a).to_str() for a in self.archs))
         if self.archs and self.budget > len(self.archs):
             raise ConfigError(f"--budget {self.budget} exceeds the {len(self.archs)} given "
@@ -382,6 +397,13 @@ class SearchConfig:
             raise ConfigError(f"proxy listed twice in {','.join(proxies)}")
         object.__setattr__(self, "proxies", proxies)
         check_choices(self)
+        zero_cost = [p for p in proxies if p in ZERO_COST_PROXIES]
+        if zero_cost and self.space != "nb201":
+            raise ConfigError(f"zero-cost proxies ({', '.join(zero_cost)}) are defined on the "
+                              f"NAS-Bench-201 network; use --space nb201")
+        check_positive(self, "zc_batch_size")
+        if zero_cost and self.zc_batch_size < 2:
+            raise ConfigError(f"--zc-batch-size must be at least 2, got {self.zc_batch_size}")
         if self.program == "shared" and self.space != "nb201":
             raise ConfigError("--program shared exists only for the nb201 space (micro genotypes "
                               "differ in parameter shapes); use exact or auto")
@@ -396,12 +418,49 @@ class SearchConfig:
         if not self.budget and self.time_budget is None and not self.archs:
             raise ConfigError("give --budget N (architectures) or --time-budget SECONDS")
 
+    @property
+    def needs_gtn(self) -> bool:
+        """The gtn proxy reads a GTN; so does the real proxy without ``dataset``: it then takes
+        the GTN's data set, split, batch size and curriculum length."""
+        return "gtn" in self.proxies or ("real" in self.proxies and self.dataset is None)
+
     @staticmethod
     def adjust(given: dict[str, Any]) -> dict[str, Any]:
-        """A ``--time-budget`` or ``--arch`` list without ``--budget`` drops the preset's count."""
-        if given.get("budget") is None and (given.get("time_budget") is not None or given.get("archs")):
+        """A ``--time-budget`` or architecture list without ``--budget`` drops the preset's
+        count; a search without trained proxies defaults to the benchmark's size (C=16, N=5)."""
+        if given.get("budget") is None and (given.get("time_budget") is not None
+                                            or given.get("archs") or given.get("arch_file")):
             given = {**given, "budget": 0}
+        proxies = given.get("proxies")
+        if isinstance(proxies, str):
+            proxies = proxies.split(",")
+        if proxies and not any(str(p).strip().lower() in TRAINED_PROXIES for p in proxies):
+            given = {"channels": 16, "cells": 5, **given}
         return given
+
+
+def read_arch_file(path: str, space) -> tuple[str, ...]:
+    """The genotype strings of ``path``: one per line, blank lines and ``#`` comments skipped."""
+    from gtn_nas.errors import ArchitectureError
+
+    try:
+        lines = Path(path).expanduser().read_text().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"--arch-file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read --arch-file {path} ({e})") from None
+    archs = []
+    for n, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            archs.append(space.from_str(text).to_str())
+        except ArchitectureError as e:
+            raise ArchitectureError(f"{path} line {n}: {e}") from None
+    if not archs:
+        raise ConfigError(f"--arch-file {path} lists no architectures")
+    return tuple(archs)
 
 
 @dataclass(frozen=True)

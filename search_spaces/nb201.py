@@ -47,13 +47,13 @@ from flax import traverse_util
 from gtn_nas.core.cost import count_params
 from gtn_nas.errors import ArchitectureError, ConfigError
 from gtn_nas.core.learners import Learner
-from gtn_nas.core.nn import BatchNorm, WNConv, WNDense
 
 from search_spaces.base import (
     InputShape, SearchSpace, SizeDefaults, check_input_shape,
 )
 from search_spaces.ops import (
-    ActConvBN, AuxHead, ResidualReduction, drop_path, get_activation, pool, same_padding, zero,
+    ActConvBN, AuxHead, ResidualReduction, check_layers, conv, dense, drop_path, get_activation,
+    norm, pool, same_padding, sow_relu_input, zero,
 )
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -153,6 +153,7 @@ class NB201Edge(nn.Module):
     channels: int
     act: str = "leaky_relu"
     bn_momentum: float = 0.0
+    layers: str = "gtn"
 
     def _op(self, op: str, x: jax.Array, train: bool) -> jax.Array:
         if op == "skip_connect":
@@ -161,10 +162,10 @@ class NB201Edge(nn.Module):
             return pool(x, "avg", 3, 1, count_include_pad=False)  # as the benchmark's POOLING
         if op == "nor_conv_1x1":
             return ActConvBN(self.channels, (1, 1), (1, 1), same_padding(1), self.act,
-                             self.bn_momentum, name=op)(x, train)
+                             self.bn_momentum, self.layers, name=op)(x, train)
         if op == "nor_conv_3x3":
             return ActConvBN(self.channels, (3, 3), (1, 1), same_padding(3), self.act,
-                             self.bn_momentum, name=op)(x, train)
+                             self.bn_momentum, self.layers, name=op)(x, train)
         return zero(x)
 
     @nn.compact
@@ -191,12 +192,13 @@ class NB201SwitchEdge(nn.Module):
     channels: int
     act: str = "leaky_relu"
     bn_momentum: float = 0.0
+    layers: str = "gtn"
 
     def setup(self):
         self.nor_conv_1x1 = ActConvBN(self.channels, (1, 1), (1, 1), same_padding(1), self.act,
-                                      self.bn_momentum)
+                                      self.bn_momentum, self.layers)
         self.nor_conv_3x3 = ActConvBN(self.channels, (3, 3), (1, 1), same_padding(3), self.act,
-                                      self.bn_momentum)
+                                      self.bn_momentum, self.layers)
 
     def __call__(self, x: jax.Array, train: bool, index: jax.Array) -> jax.Array:
         branches = [  # in OPS order
@@ -223,6 +225,7 @@ class NB201Cell(nn.Module):
     channels: int
     act: str = "leaky_relu"
     bn_momentum: float = 0.0
+    layers: str = "gtn"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, choice: jax.Array | None = None,
@@ -240,10 +243,10 @@ class NB201Cell(nn.Module):
                     # [1000, 28, 28, 4] (measured, NB201 C=4); the result is the same zero.
                     continue
                 if switch:
-                    y = NB201SwitchEdge(self.channels, self.act, self.bn_momentum,
+                    y = NB201SwitchEdge(self.channels, self.act, self.bn_momentum, self.layers,
                                         name=f"edge_{j}_{i}")(_node(nodes[i], x), train, choice[e])
                 else:
-                    y = NB201Edge(cands, self.channels, self.act, self.bn_momentum,
+                    y = NB201Edge(cands, self.channels, self.act, self.bn_momentum, self.layers,
                                   name=f"edge_{j}_{i}")(_node(nodes[i], x), train,
                                                         None if choice is None else choice[e])
                 if drop_rate is not None and cands != ("skip_connect",):
@@ -268,6 +271,7 @@ class _NB201Fields(nn.Module):
     bn_momentum: float = 0.0
     activation: str = "leaky_relu"
     dropout: float = 0.0  # before the classifier (final training only; train mode)
+    layers: str = "gtn"  # or the benchmark's own layers (search_spaces.ops)
 
 
 def _nb201_forward(m: _NB201Fields, x: jax.Array, train: bool,
@@ -275,27 +279,28 @@ def _nb201_forward(m: _NB201Fields, x: jax.Array, train: bool,
                    drop_path_rate: float, drop_path_scale, auxiliary: bool):
     """The macro skeleton; submodules are created in ``m`` (called from its compact method)."""
     c, n_cells = m.channels, m.cells
-    x = WNConv(c, (3, 3), padding=same_padding(3), name="stem_conv")(x)
-    x = BatchNorm(m.bn_momentum, name="stem_bn")(x, train)
+    x = conv(m.layers, c, (3, 3), padding=same_padding(3), name="stem_conv")(x)
+    x = norm(m.layers, m.bn_momentum, "stem_bn", x, train)
     aux, depth, total = None, 0, 3 * n_cells
     for stage in range(3):
         width = c * 2 ** stage
         if stage:
-            x = ResidualReduction(width, m.activation, m.bn_momentum, name=f"reduce_{stage}")(
-                x, train)
+            x = ResidualReduction(width, m.activation, m.bn_momentum, m.layers,
+                                  name=f"reduce_{stage}")(x, train)
         if stage == 2 and auxiliary and (train or m.is_initializing()):
             aux = AuxHead(m.num_classes, m.activation, m.bn_momentum, name="aux_head")(x, train)
         for n in range(n_cells):
             depth += 1
             rate = (drop_path_rate * drop_path_scale * depth / total
                     if train and drop_path_rate > 0 else None)
-            x = NB201Cell(edge_candidates, width, m.activation, m.bn_momentum,
+            x = NB201Cell(edge_candidates, width, m.activation, m.bn_momentum, m.layers,
                           name=f"cell_{stage}_{n}")(x, train, choice, rate)
-    x = BatchNorm(m.bn_momentum, name="final_bn")(x, train)
+    x = norm(m.layers, m.bn_momentum, "final_bn", x, train)
+    sow_relu_input(m, "final", x)
     x = get_activation(m.activation)(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(m.dropout, deterministic=not train or m.dropout == 0)(x)
-    logits = WNDense(m.num_classes, name="classifier")(x)
+    logits = dense(m.layers, m.num_classes, name="classifier")(x)
     return (logits, aux) if auxiliary and train else logits
 
 
@@ -408,7 +413,8 @@ class NB201Space(SearchSpace):
               cells: int | None = None, num_classes: int = 10,
               input_shape: InputShape = (32, 32, 3), *, bn_momentum: float = 0.0,
               drop_path: float = 0.0, auxiliary: bool = False,
-              activation: str = "leaky_relu", dropout: float = 0.0) -> NB201Network:
+              activation: str = "leaky_relu", dropout: float = 0.0,
+              layers: str = "gtn") -> NB201Network:
         if isinstance(genotype, str):
             genotype = self.from_str(genotype)
         if not isinstance(genotype, NB201Genotype):
@@ -426,12 +432,13 @@ class NB201Space(SearchSpace):
                             num_classes=int(num_classes), bn_momentum=float(bn_momentum),
                             activation=activation, ops=genotype.ops,
                             drop_path=float(drop_path), auxiliary=bool(auxiliary),
-                            dropout=float(dropout))
+                            dropout=float(dropout), layers=check_layers(layers))
 
 
 def build_shared(channels: int = 16, cells: int = 5, num_classes: int = 10,
                  input_shape: InputShape = (32, 32, 3), bn_momentum: float = 0.0,
-                 activation: str = "leaky_relu", mode: str = "onehot") -> NB201SharedNetwork:
+                 activation: str = "leaky_relu", mode: str = "onehot",
+                 layers: str = "gtn") -> NB201SharedNetwork:
     """The supernet shared by all 15,625 genotypes (see the module docstring and
     ``NB201SharedNetwork`` for ``mode``)."""
     _check_sizes(channels, cells, num_classes)
@@ -441,7 +448,7 @@ def build_shared(channels: int = 16, cells: int = 5, num_classes: int = 10,
         raise ConfigError(f"unknown shared mode {mode!r}; choose one of {', '.join(SHARED_MODES)}")
     return NB201SharedNetwork(channels=int(channels), cells=int(cells),
                               num_classes=int(num_classes), bn_momentum=float(bn_momentum),
-                              activation=activation, mode=mode)
+                              activation=activation, mode=mode, layers=check_layers(layers))
 
 
 def shared_learner(arch: jax.Array | np.ndarray, channels: int = 16, cells: int = 5,

@@ -2,7 +2,11 @@
 
 Every convolution is a weight-normalised ``WNConv`` (no bias) and every norm is the full
 ``gtn_nas.core.nn.BatchNorm`` with an explicit ``bn_momentum`` (0 inside a GTN: the stored statistics
-are those of the last train-mode batch, gtn-spec 1.6). The activation is a field naming an entry of
+are those of the last train-mode batch, gtn-spec 1.6). ``layers="benchmark"`` builds the layers the
+NAS-Bench-201 benchmark itself trained instead (plain convolutions and linear layer, PyTorch's
+default init), on which zero-cost proxies are defined; ``"benchmark_nobn"`` also drops every norm
+(synflow's network). Every activation that starts an act-conv-BN op, and the last one, ``sow`` their
+input into the ``relu_inputs`` collection (a no-op unless it is mutable: NASWOT reads it). The activation is a field naming an entry of
 ``ACTIVATIONS``: GTN-taught learners use LeakyReLU(0.1) (the default, gtn-spec 1.5/1.6), while the
 NAS-Bench-201 benchmark itself trained with ReLU.
 
@@ -24,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from gtn_nas.errors import ConfigError
-from gtn_nas.core.nn import BatchNorm, WNConv, WNDense, leaky_relu
+from gtn_nas.core.nn import BatchNorm, PlainConv, PlainDense, WNConv, WNDense, leaky_relu
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -43,6 +47,41 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
             f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
+LAYERS = ("gtn", "benchmark", "benchmark_nobn")
+
+
+def check_layers(layers: str) -> str:
+    if layers not in LAYERS:
+        raise ConfigError(f"unknown layers {layers!r}; choose one of {', '.join(LAYERS)}")
+    return layers
+
+
+def conv(layers: str, features: int, kernel_size: tuple[int, int], strides=(1, 1),
+         padding: Padding | str = "SAME", name: str | None = None) -> nn.Module:
+    """The convolution of ``layers``: weight-normalised (GTN learners) or plain (the benchmark)."""
+    if layers == "gtn":
+        return WNConv(features, kernel_size, strides, padding, name=name)
+    return PlainConv(features, kernel_size, strides, padding, name=name)
+
+
+def dense(layers: str, features: int, name: str | None = None) -> nn.Module:
+    return WNDense(features, name=name) if layers == "gtn" else PlainDense(features, name=name)
+
+
+def norm(layers: str, momentum: float, name: str, x: jax.Array, train: bool) -> jax.Array:
+    """BN of ``x`` (created under ``name`` in the calling module), or ``x`` without norms."""
+    if layers == "benchmark_nobn":
+        return x
+    return BatchNorm(momentum, name=name)(x, train)
+
+
+def sow_relu_input(module: nn.Module, name: str, x: jax.Array) -> None:
+    """Records an activation's input in ``relu_inputs`` when that collection is mutable (not at
+    init, so no variables hold activations)."""
+    if not module.is_initializing():
+        module.sow("relu_inputs", name, x)
+
+
 def same_padding(kh: int, kw: int | None = None) -> Padding:
     """PyTorch-style symmetric padding ``k // 2`` for odd kernels."""
     kw = kh if kw is None else kw
@@ -58,12 +97,15 @@ class ActConvBN(nn.Module):
     padding: Padding = ((1, 1), (1, 1))
     act: str = "leaky_relu"
     bn_momentum: float = 0.0
+    layers: str = "gtn"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        sow_relu_input(self, "x", x)
         x = get_activation(self.act)(x)
-        x = WNConv(self.features, self.kernel_size, self.strides, self.padding, name="conv")(x)
-        return BatchNorm(self.bn_momentum, name="bn")(x, train)
+        x = conv(self.layers, self.features, self.kernel_size, self.strides, self.padding,
+                 name="conv")(x)
+        return norm(self.layers, self.bn_momentum, "bn", x, train)
 
 
 class FactorizedConvBN(nn.Module):
@@ -143,17 +185,19 @@ class ResidualReduction(nn.Module):
     features: int
     act: str = "leaky_relu"
     bn_momentum: float = 0.0
+    layers: str = "gtn"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         y = ActConvBN(self.features, (3, 3), (2, 2), same_padding(3), self.act, self.bn_momentum,
-                      name="conv_a")(x, train)
+                      self.layers, name="conv_a")(x, train)
         y = ActConvBN(self.features, (3, 3), (1, 1), same_padding(3), self.act, self.bn_momentum,
-                      name="conv_b")(y, train)
+                      self.layers, name="conv_b")(y, train)
         h, w = x.shape[1:3]
         shortcut = nn.avg_pool(x, (2, 2), (2, 2), ((0, h % 2), (0, w % 2)),
                                count_include_pad=False)
-        shortcut = WNConv(self.features, (1, 1), padding="VALID", name="shortcut")(shortcut)
+        shortcut = conv(self.layers, self.features, (1, 1), padding="VALID",
+                        name="shortcut")(shortcut)
         return shortcut + y
 
 

@@ -63,3 +63,11 @@ def test_ab_timing_compiles_variants_apart_and_steps_them_in_turn(fake_mnist):
     assert all(len(r["times_s"]) == 2 and min(r["times_s"]) > 0 for r in rows)
     assert abs(rows[0]["first_meta_loss"] - rows[1]["first_meta_loss"]) < 1e-4
     assert "GTN_NAS_LAYOUT" not in os.environ
+
+
+def test_zero_cost_benchmark_verdict_uses_the_published_range():
+    from benchmarks.zero_cost import verdict
+
+    assert verdict("snip", 0.551) == "yes" and verdict("snip", 0.549) == "no"  # 0.60-0.65 ± 0.05
+    assert verdict("naswot", 0.86) == "no" and verdict("flops", 0.9) == "-"
+    assert verdict("jacov", None) == "-"

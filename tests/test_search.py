@@ -16,7 +16,7 @@ from gtn_nas.commands import search as lib
 from gtn_nas.config import SearchConfig, build_config
 from gtn_nas.search.indices import genotype_at, indices
 from gtn_nas.config import RankConfig
-from gtn_nas.commands.rank import rank, rank_metrics
+from gtn_nas.commands.rank import best_of, rank, rank_metrics
 from gtn_nas.search.store import Store
 from search_spaces import get_space
 
@@ -228,13 +228,15 @@ def test_cosine_real_schedule():
 
 def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, tmp_path,
                                                            monkeypatch):
-    """benchmarks/proxy.py: three resumable stages over the same architectures, extended chunk by
-    chunk, then one correlation per proxy against the cosine-schedule truth."""
+    """benchmarks/proxy.py: resumable stages over the same architectures, extended chunk by
+    chunk, then one correlation per proxy (zero-cost ones included) against the cosine-schedule
+    truth, and the rho-vs-steps curve of the GTN and real data."""
     import benchmarks.proxy as bench
 
     out = tmp_path / "bench"
     argv = ["proxy.py", "--gtn", str(gtn_run), "--channels", "2", "--eval-subset", "16",
             "--program", "exact", "--long-factor", "2", "--truth-steps", "6", "--chunk", "2",
+            "--curve", "2", "--zero-cost", "--zc-batch-size", "8",
             "--data-dir", str(fake_mnist), "--out", str(out), "--no-record", "--quiet"]
     monkeypatch.setattr("sys.argv", argv + ["--archs", "2"])
     bench.main()
@@ -250,10 +252,14 @@ def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, 
     cfgs = {s: json.loads((out / s / "config.json").read_text()) for s in stages}
     assert (cfgs["truth"]["real_steps"], cfgs["truth"]["real_schedule"]) == (6, "cosine")
     assert cfgs["real-long"]["real_steps"] == 2 * cfgs["proxy"]["real_steps"]
-    for k in ("gtn", "real", "real-long", "params"):
+    for k in ("gtn", "real", "real-long", "params", "flops", "synflow", "naswot", "gtn@2",
+              "real@2"):
         m = result["metrics"][k]
         assert m["n"] == 3 and (m["spearman"] is None or -1 <= m["spearman"] <= 1)
         assert (out / f"proxy-{k}.png").stat().st_size > 0
+    assert json.loads((out / "real@2" / "config.json").read_text())["real_steps"] == 2
+    assert [s for s, _ in result["rho_vs_steps"]["real data"]] == [2, 4, 8]  # T = 4, 9x = 2
+    assert (out / "rho_vs_steps.png").stat().st_size > 0
 
 
 def test_shared_program_scores_like_exact_and_compiles_once(uninterrupted, gtn_run, fake_mnist,
@@ -349,3 +355,36 @@ def test_a_second_search_on_the_same_shard_is_refused(gtn_run, fake_mnist, tmp_p
     finally:
         held.close()
     assert lib.search(cfg)["architectures"] == 1  # once it is done, the same command runs
+
+
+def test_best_of_n_by_hand():
+    """A proxy equal to the truth always picks the subset's best; its reverse the worst; over many
+    resamples the mean pick of a random proxy lies between."""
+    truth = np.arange(30, dtype=float)
+    perfect = best_of(truth, truth, 10, resamples=200)
+    assert perfect["mean"] == perfect["oracle_mean"]
+    worst = best_of(-truth, truth, 10, resamples=200)
+    # the minimum of 10 of 0..29 drawn without replacement has mean (30 + 1) / 11 - 1
+    assert worst["mean"] == pytest.approx(31 / 11 - 1, abs=0.4)
+    assert best_of(truth, truth, 31) is None
+    m = rank_metrics(truth[::-1].copy(), truth)
+    assert m["best_of_10"]["mean"] < m["best_of_10"]["oracle_mean"] and m["best_of_100"] is None
+
+
+def test_store_adds_the_columns_of_new_proxies(tmp_path):
+    """A results database written before the zero-cost proxies existed opens and takes them."""
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute("CREATE TABLE results (idx INTEGER PRIMARY KEY, genotype TEXT NOT NULL, "
+                   "space TEXT NOT NULL, params INTEGER NOT NULL, flops REAL, gtn_score REAL, "
+                   "gtn_train_s REAL, gtn_compile_s REAL, real_score REAL, real_train_s REAL, "
+                   "real_compile_s REAL, seconds REAL, worker TEXT, finished_at REAL)")
+        db.execute("INSERT INTO results (idx, genotype, space, params, gtn_score) "
+                   "VALUES (0, 'g', 'nb201', 5, 0.5)")
+    with Store(path) as store:
+        store.put({"idx": 0, "genotype": "g", "space": "nb201", "params": 5,
+                   "synflow_score": 2.0})
+        (row,) = store.rows()
+    assert row["gtn_score"] == 0.5 and row["synflow_score"] == 2.0

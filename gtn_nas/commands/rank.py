@@ -6,7 +6,10 @@ For every proxy with scores, over the n architectures that also have a truth val
 - the same two over the top ``top_fraction`` of architectures by the proxy's own estimate (the
   paper's 0.5582 is over the top 50%, gtn-spec 3.3);
 - top-10% overlap: |top-k by proxy ∩ top-k by truth| / k with k = ⌈n/10⌉ (ties broken by index);
-- the truth value of the architecture the proxy ranks first, next to the best truth of all n.
+- the truth value of the architecture the proxy ranks first, next to the best truth of all n;
+- best-of-N: a random search of N architectures scored by the proxy keeps its top one; the truth
+  of that pick, mean and std over ``BEST_OF_RESAMPLES`` random N-subsets of the n (fixed seed),
+  for N = 10 and 100 (where n allows), beside the same for an oracle (the subset's best truth).
 
 Truth: ``nb201`` reads NAS-Bench-201's table (``<data_dir>/nb201/nb201_cifar_accuracy.csv``,
 keyed by the benchmark's architecture string), ``DIR:proxy`` another search's scores (e.g. a
@@ -25,10 +28,12 @@ import numpy as np
 from gtn_nas.config import RankConfig
 from gtn_nas.errors import ConfigError, DataError
 from gtn_nas.io.runs import check_writable, write_json
-from gtn_nas.search.store import Store, score_column
+from gtn_nas.search.store import DEGENERATE, PROXIES, Store, score_column
 from gtn_nas.io.ui import Reporter
 
 NB201_FILE = Path("nb201") / "nb201_cifar_accuracy.csv"
+BEST_OF = (10, 100)
+BEST_OF_RESAMPLES = 1000
 NB201_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs",
                  "cifar100": "CIFAR100TestAccuracy200Epochs",
                  "imagenet16": "ImageNetTestAccuracy200Epochs"}
@@ -93,6 +98,23 @@ def _top(order_by: np.ndarray, idx: np.ndarray, k: int) -> set[int]:
     return set(idx[order[:k]].tolist())
 
 
+def best_of(proxy: np.ndarray, truth: np.ndarray, n_pick: int, resamples: int = BEST_OF_RESAMPLES,
+            seed: int = 0) -> dict[str, float] | None:
+    """Truth of the proxy's pick among ``n_pick`` random architectures (mean, std over
+    ``resamples`` subsets; ties: the earlier), and the subset's best truth; None if n < n_pick."""
+    n = len(proxy)
+    if n < n_pick:
+        return None
+    rng = np.random.default_rng(seed)
+    picked, oracle = np.empty(resamples), np.empty(resamples)
+    for r in range(resamples):
+        sub = np.sort(rng.choice(n, n_pick, replace=False))
+        picked[r] = truth[sub[np.argmax(proxy[sub])]]
+        oracle[r] = truth[sub].max()
+    return {"mean": float(picked.mean()), "std": float(picked.std()),
+            "oracle_mean": float(oracle.mean()), "oracle_std": float(oracle.std())}
+
+
 def rank_metrics(proxy: np.ndarray, truth: np.ndarray, index: np.ndarray | None = None,
                  top_fraction: float = 0.5) -> dict[str, Any]:
     """The metrics of the module docstring for paired arrays ``proxy`` and ``truth`` ([n])."""
@@ -115,6 +137,9 @@ def rank_metrics(proxy: np.ndarray, truth: np.ndarray, index: np.ndarray | None 
         out["picked_truth"] = float(truth[first])
         out["best_truth"] = float(truth.max())
         out["picked_truth_rank"] = int(np.sum(truth > truth[first])) + 1  # 1 = the best
+    order = np.argsort(index, kind="stable")  # subsets drawn over the index order
+    for n_pick in BEST_OF:
+        out[f"best_of_{n_pick}"] = best_of(proxy[order], truth[order], n_pick)
     return out
 
 
@@ -153,7 +178,7 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     table = []
-    for proxy in ("gtn", "real", "params"):
+    for proxy in PROXIES:
         col = score_column(proxy)
         paired = [(r[col], truth[r["genotype"]], r["idx"]) for r in rows
                   if r.get(col) is not None and r["genotype"] in truth]
@@ -164,7 +189,8 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         png = plot_dir / f"rank_{proxy}.png"
         rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.3f}"
         tau = "n/a" if m["kendall"] is None else f"{m['kendall']:.3f}"
-        plots.scatter(p, t, png, xlabel=f"{proxy} proxy", ylabel=label,
+        shown = p > DEGENERATE  # undefined zero-cost scores rank last but are not drawn
+        plots.scatter(p[shown], t[shown], png, xlabel=f"{proxy} proxy", ylabel=label,
                       title=f"{proxy}: Spearman {rho}, Kendall {tau}, n={m['n']}")
         m["plot"] = str(png)
         results[proxy] = m
@@ -174,7 +200,8 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
                       f"kendall top {cfg.top_fraction:.0%}": _fmt(m["kendall_top"]),
                       "top-10% overlap": _fmt(m["top10_overlap"]),
                       "truth of pick": _fmt(m.get("picked_truth")),
-                      "best truth": _fmt(m.get("best_truth"))})
+                      "best truth": _fmt(m.get("best_truth")),
+                      **{f"best of {k}": _fmt_best(m[f"best_of_{k}"]) for k in BEST_OF}})
     if not results:
         raise ConfigError(f"no architecture of {cfg.search} has a truth value in {cfg.truth}")
     summary = {"search": str(cfg.search), "truth": cfg.truth, "truth_label": label,
@@ -189,4 +216,8 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-__all__ = ["nb201_truth", "rank", "rank_metrics", "search_truth"]
+def _fmt_best(b: dict[str, float] | None) -> str:
+    return "n/a" if b is None else f"{b['mean']:.4g} ± {b['std']:.2g}"
+
+
+__all__ = ["best_of", "nb201_truth", "rank", "rank_metrics", "search_truth"]

@@ -36,9 +36,22 @@ from gtn_nas.search.store import Row, Store, score_column
 WORKER_MODULE = "gtn_nas.commands.search"  # `python -m` entry of a fan-out worker
 
 
+DEFAULT_REAL_BATCH = 128  # the real proxy's batch in a search without a GTN to take it from
+_UNCHECKED = object()  # _search's GTN argument when the caller has not loaded it
+
+
 def _check_gtn(cfg: SearchConfig):
     """The search's GTN, loaded (finite) and matching ``--dataset``: before anything is written.
-    Returns load_gtn's (config, teacher, meta-parameters, step)."""
+    Returns load_gtn's (config, teacher, meta-parameters, step), or None when no proxy needs a
+    GTN (then ``--dataset`` names the data)."""
+    if not cfg.needs_gtn:
+        if cfg.dataset is None:
+            raise ConfigError(f"give --dataset: the proxies {','.join(cfg.proxies)} read no GTN "
+                              "to take it from")
+        if "real" in cfg.proxies and not (cfg.real_steps or cfg.steps):
+            raise ConfigError("give --real-steps for the real proxy: without a GTN there is no "
+                              "curriculum length to default to")
+        return None
     gtn = load_gtn(cfg.gtn, cfg.checkpoint)
     mcfg = gtn[0]
     if cfg.dataset is not None and cfg.dataset != mcfg.dataset:
@@ -50,6 +63,8 @@ def _check_gtn(cfg: SearchConfig):
 def _load_gtn(gtn_dir: str, step: int | None, loaded):
     """The GTN ``loaded`` by ``_check_gtn``, or its checkpoint at ``step`` (a resumed search
     keeps the GTN it began with)."""
+    if loaded is None:
+        return None, None, None, None
     mcfg, teacher, meta, latest = loaded
     if step is None or step == latest:
         return mcfg, teacher, meta, latest
@@ -65,7 +80,7 @@ def _load_gtn(gtn_dir: str, step: int | None, loaded):
 
 
 def _resolve_sizes(cfg: SearchConfig, mcfg, space, image_shape) -> dict[str, Any]:
-    same = mcfg.learner == space.name  # the GTN was meta-trained on this space's learners
+    same = mcfg is not None and mcfg.learner == space.name  # the GTN's learners are this space's
     channels = cfg.channels or (mcfg.learner_width if same and mcfg.learner_width else
                                 space.defaults.channels)
     cells = cfg.cells or (mcfg.learner_cells if same else space.defaults.cells)
@@ -153,29 +168,40 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
 
 
 def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
-            worker: bool = False, started: float | None = None, gtn=None):
-    mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"),
-                                              gtn or _check_gtn(cfg))
-    data = load_dataset(mcfg.dataset, cfg.data_dir or mcfg.data_dir, mcfg.split_seed)
-    gen_shape = tuple(teacher.generator.image_shape)
-    if tuple(data.image_shape) != gen_shape:
-        raise ConfigError(f"the GTN in {cfg.gtn} generates {'x'.join(map(str, gen_shape))} images "
-                          f"but the {mcfg.dataset} data from {data.source} is "
-                          f"{'x'.join(map(str, data.image_shape))}")
-    steps = cfg.steps or mcfg.inner_steps
-    if steps > mcfg.inner_steps:
-        raise ConfigError(f"--steps {steps} exceeds the GTN's curriculum length {mcfg.inner_steps}")
-    real_steps = cfg.real_steps or steps
-    real_batch = cfg.real_batch_size or mcfg.batch_size
+            worker: bool = False, started: float | None = None, gtn=_UNCHECKED):
+    if gtn is _UNCHECKED:
+        gtn = _check_gtn(cfg)
+    mcfg, teacher, meta, gtn_step = _load_gtn(cfg.gtn, store.get_meta("id.gtn_step"), gtn)
+    if mcfg is None:  # no proxy needs a GTN
+        dataset, split_seed = cfg.dataset, 0
+        data = load_dataset(dataset, cfg.data_dir, split_seed)
+        steps = None
+        real_steps = cfg.real_steps or cfg.steps
+        real_batch = cfg.real_batch_size or DEFAULT_REAL_BATCH
+    else:
+        dataset, split_seed = mcfg.dataset, mcfg.split_seed
+        data = load_dataset(dataset, cfg.data_dir or mcfg.data_dir, split_seed)
+        gen_shape = tuple(teacher.generator.image_shape)
+        if tuple(data.image_shape) != gen_shape:
+            raise ConfigError(f"the GTN in {cfg.gtn} generates {'x'.join(map(str, gen_shape))} "
+                              f"images but the {dataset} data from {data.source} is "
+                              f"{'x'.join(map(str, data.image_shape))}")
+        steps = cfg.steps or mcfg.inner_steps
+        if steps > mcfg.inner_steps:
+            raise ConfigError(f"--steps {steps} exceeds the GTN's curriculum length "
+                              f"{mcfg.inner_steps}")
+        real_steps = cfg.real_steps or steps
+        real_batch = cfg.real_batch_size or mcfg.batch_size
     sizes = _resolve_sizes(cfg, mcfg, space, data.image_shape)
     program = _resolve_program(cfg)
     identity = {
         "space": space.name, "seed": cfg.seed, "archs": list(cfg.archs),
-        "gtn_run": str(Path(cfg.gtn).resolve()), "gtn_step": gtn_step, "dataset": mcfg.dataset,
-        "split_seed": mcfg.split_seed, **sizes, "steps": steps, "real_steps": real_steps,
+        "gtn_run": str(Path(cfg.gtn).resolve()) if mcfg is not None else None,
+        "gtn_step": gtn_step, "dataset": dataset,
+        "split_seed": split_seed, **sizes, "steps": steps, "real_steps": real_steps,
         "real_batch_size": real_batch, "real_lr": cfg.real_lr,
         "real_momentum": cfg.real_momentum, "real_schedule": cfg.real_schedule,
-        "eval_subset": cfg.eval_subset, "program": program,
+        "eval_subset": cfg.eval_subset, "program": program, "zc_batch_size": cfg.zc_batch_size,
     }
     store.bind(identity)
     scorer = Scorer(cfg, space, teacher, meta, data, sizes, steps, real_steps, real_batch, program)
@@ -189,8 +215,10 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     worker_id = f"{socket.gethostname()}:{os.getpid()}/{shard}of{num_shards}"
     if resumed and completed:
         rep.info(f"resuming {run_dir}: {completed} architectures already scored")
+    trained = (f", gtn {steps} steps, program {program}, GTN step {gtn_step}"
+               if mcfg is not None else f", {dataset}, no GTN")
     rep.info(f"search: {space.name} C={sizes['channels']} N={sizes['cells']}, proxies "
-             f"{','.join(cfg.proxies)}, gtn {steps} steps, program {program}, GTN step {gtn_step}")
+             f"{','.join(cfg.proxies)}{trained}")
 
     best = max((r for r in existing.values() if r.get(score_column(primary)) is not None),
                key=lambda r: r[score_column(primary)], default=None)

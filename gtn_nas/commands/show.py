@@ -3,8 +3,8 @@
 - a meta-training run: meta-loss and fresh-learner validation accuracy against outer steps
   (``plots/meta_training.png``, ``plots/validation.png``), and GTN vs tuned real data when
   ``evaluate.json`` exists (``plots/evaluate.png``);
-- a search: each proxy against every other one (and the parameter count), with Spearman's rho in
-  the title (``plots/<x>_vs_<y>.png``);
+- a search: each of its proxies against every other one (and the parameter count), with
+  Spearman's rho in the title (``plots/<x>_vs_<y>.png``);
 - a retrain: the learning curve (``plots/learning_curve.png``).
 
 Nothing is recomputed: the PNGs come from metrics.jsonl, evaluate.json or results.sqlite.
@@ -77,15 +77,20 @@ def _meta_train(run_dir: Path, out: Path) -> list[Path]:
 
 def _search(run_dir: Path, out: Path) -> list[Path]:
     from gtn_nas.commands.rank import _corr
-    from gtn_nas.search.store import Store
+    from gtn_nas.search.store import DEGENERATE, PROXIES, Store, score_column
 
     with Store(run_dir / "results.sqlite") as store:
         rows = store.rows()
-    cols = [c for c in ("gtn_score", "real_score", "params")
-            if sum(r.get(c) is not None for r in rows) >= 2]
+    config = run_dir / "config.json"
+    chosen = set(read_json(config).get("proxies", ())) if config.is_file() else set(PROXIES)
+    cols = [score_column(p) for p in PROXIES if (p in chosen or p == "params")
+            and sum(r.get(score_column(p)) is not None for r in rows) >= 2]
     written = []
     for x, y in itertools.combinations(cols, 2):
-        pairs = [(r[x], r[y]) for r in rows if r.get(x) is not None and r.get(y) is not None]
+        pairs = [(r[x], r[y]) for r in rows if r.get(x) is not None and r.get(y) is not None
+                 and DEGENERATE not in (r[x], r[y])]  # undefined zero-cost scores: not drawn
+        if len(pairs) < 2:
+            continue
         a, b = (np.asarray(v, float) for v in zip(*pairs))
         rho, tau = _corr(a, b)
         shown = "n/a" if rho is None else f"{rho:.3f}"

@@ -12,11 +12,12 @@ import numpy as np
 
 from gtn_nas.config import SearchConfig
 from gtn_nas.io.runs import write_atomic, write_json
-from gtn_nas.search.store import Row, score_column
+from gtn_nas.search.store import PROXIES, SCORED_PROXIES, Row, score_column
 
 
 def proxy_columns(rows: list[Row]) -> list[str]:
-    return [p for p in ("gtn", "real") if any(r.get(f"{p}_score") is not None for r in rows)]
+    """The proxies besides params and flops (always columns) that have scores in ``rows``."""
+    return [p for p in SCORED_PROXIES if any(r.get(f"{p}_score") is not None for r in rows)]
 
 
 def leaderboard(rows: list[Row], ranked_by: str) -> list[Row]:
@@ -55,8 +56,7 @@ def export(run_dir: Path, rows: list[Row], cfg: SearchConfig, identity: dict) ->
 
 def top_record(r: Row, rank: int, cfg: SearchConfig, identity: dict) -> dict[str, Any]:
     """What ``top/NN.json`` holds: the genotype, its space and sizes, scores, provenance."""
-    scores = {p: r.get(score_column(p)) for p in ("gtn", "real", "params")
-              if r.get(score_column(p)) is not None}
+    scores = {p: r.get(score_column(p)) for p in PROXIES if r.get(score_column(p)) is not None}
     return {
         "rank": rank, "ranked_by": cfg.proxies[0], "arch": r["genotype"], "space": r["space"],
         "scores": scores, "params": r["params"], "flops": r["flops"],
@@ -89,10 +89,9 @@ def summary(cfg, run_dir, rows, new_rows, board, identity, wall) -> dict[str, An
         "wall_seconds": round(wall, 1),
         "archs_per_minute": round(60 * len(new_rows) / wall, 2) if new_rows and wall > 0 else None,
     }
-    for p in ("gtn", "real"):
-        if any(r.get(f"{p}_score") is not None for r in rows):
-            out[f"{p}_train_s_mean"] = _mean(rows, f"{p}_train_s")
-            out[f"{p}_compile_s_mean"] = _mean(rows, f"{p}_compile_s")
+    for p in proxy_columns(rows):
+        out[f"{p}_train_s_mean"] = _mean(rows, f"{p}_train_s")
+        out[f"{p}_compile_s_mean"] = _mean(rows, f"{p}_compile_s")
     out["leaderboard"] = str(run_dir / "leaderboard.csv")
     return out
 

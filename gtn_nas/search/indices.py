@@ -22,6 +22,12 @@ def architecture_keys(seed: int, index: int) -> tuple[jax.Array, jax.Array]:
     return k_arch, k_train
 
 
+def zero_cost_batch_key(seed: int) -> jax.Array:
+    """The key of a search's one zero-cost training batch: fold_in(PRNGKey(seed), 2^31 - 1),
+    an index no architecture has (budgets stop at 10^7)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
+
+
 def genotype_at(space, cfg: SearchConfig, index: int):
     """The genotype of architecture ``index`` (sampled, or the index-th ``--arch`` string)."""
     if cfg.archs:
@@ -41,4 +47,4 @@ def indices(cfg: SearchConfig, shard: int = 0, num_shards: int = 1) -> Iterator[
     return itertools.islice(every, shard, None, num_shards)
 
 
-__all__ = ["architecture_keys", "genotype_at", "index_stop", "indices"]
+__all__ = ["architecture_keys", "genotype_at", "index_stop", "indices", "zero_cost_batch_key"]

@@ -5,7 +5,10 @@ Proxies:
   lr/momentum schedule, then accuracy on a fixed validation subset (``eval_subset`` images);
 - ``real``: ``real_steps`` SGD steps (default the same number) on real training batches with a
   fixed lr/momentum, the same inner loop and the same validation subset (the paper's baseline);
-- ``params``: the parameter count (the trivial baseline every proxy should beat).
+- ``params``, ``flops``: the parameter count and FLOPs (the trivial baselines every proxy should
+  beat);
+- the zero-cost proxies (``synflow``, ``naswot``, ``jacov``, ``snip``, ``grad_norm``): one fixed
+  training batch, no training, on the benchmark's own network (``search.zero_cost``).
 
 Two ways to run a trainable proxy, chosen once per search:
 - *stepped* (CPU, and ``exact`` anywhere): the learner's inner step and eval chunk are programs of
@@ -28,21 +31,31 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gtn_nas.config import SearchConfig
+from gtn_nas.config import ZERO_COST_PROXIES, SearchConfig
 from gtn_nas.core.cost import count_flops, count_params
 from gtn_nas.core.training import (SteppedLearner, lr_schedule, real_batches, score,
                                    train_on_real, train_on_teacher)
 from gtn_nas.io.data import subset
 from gtn_nas.search.programs import PROGRAMS, ProxySetup, signature
-from gtn_nas.search.store import Row
+from gtn_nas.search.indices import zero_cost_batch_key
+from gtn_nas.search.store import COLUMN_PROXIES, Row
 
 
 class Scorer:
-    """Compiles and runs the proxies of one search: ``score(index, genotype, proxies, key)``."""
+    """Compiles and runs the proxies of one search: ``score(index, genotype, proxies, key)``.
+    ``teacher``/``meta``/``steps`` are None in a search without the ``gtn`` proxy."""
 
     def __init__(self, cfg: SearchConfig, space, teacher, meta, data, sizes: dict[str, Any],
-                 steps: int, real_steps: int, real_batch: int, program: str):
+                 steps: int | None, real_steps: int, real_batch: int, program: str):
         self.space, self.program = space, program
+        self.zero_cost = None
+        if any(p in ZERO_COST_PROXIES for p in cfg.proxies):
+            from gtn_nas.search.zero_cost import ZeroCostScorer
+
+            self.zero_cost = ZeroCostScorer(
+                int(sizes["channels"]), int(sizes["cells"]), data.num_classes,
+                tuple(sizes["input_shape"]), data.train.images, data.train.labels, data.mean,
+                data.std, cfg.zc_batch_size, zero_cost_batch_key(cfg.seed))
         v_img, v_lab = subset(data.validation.images, data.validation.labels, cfg.eval_subset)
         self.args = {  # the compiled programs' array arguments
             "meta": meta,
@@ -124,8 +137,9 @@ class Scorer:
         def build():
             stepped = SteppedLearner(self._learner_of(None if arch is not None else genotype),
                                      s.mean, s.std, s.chunk)
-            seconds = stepped.compile(key, (s.teacher.batch_size, s.real_batch), s.input_shape,
-                                      s.num_classes, self.args["val"][0].dtype, arch)
+            sizes = (s.real_batch,) if s.teacher is None else (s.teacher.batch_size, s.real_batch)
+            seconds = stepped.compile(key, sizes, s.input_shape, s.num_classes,
+                                      self.args["val"][0].dtype, arch)
             return stepped, seconds
 
         return PROGRAMS.get(("stepped", which, s.with_conv()), build)
@@ -160,8 +174,13 @@ class Scorer:
         row: Row = {"idx": index, "genotype": genotype.to_str(), "space": self.space.name,
                     "params": count_params(module, s.input_shape),
                     "flops": count_flops(module, s.input_shape)}
+        zero_cost = [p for p in proxies if p in ZERO_COST_PROXIES]
+        if zero_cost:
+            for proxy, (value, seconds) in self.zero_cost.score(genotype, k_train,
+                                                                zero_cost).items():
+                row.update({f"{proxy}_score": value, f"{proxy}_train_s": seconds})
         for proxy in proxies:
-            if proxy == "params":
+            if proxy in COLUMN_PROXIES or proxy in ZERO_COST_PROXIES:
                 continue
             value, train_s, compile_s = self._run(proxy, genotype, k_train)
             row.update({f"{proxy}_score": value, f"{proxy}_train_s": train_s,

@@ -6,8 +6,10 @@ The database (``results.sqlite`` in a search directory) has two tables:
   steps, ...), written by the first process and checked by every later one, so rows computed
   under different settings never mix;
 - ``results``: one row per architecture index ``idx`` (PRIMARY KEY: architecture i is
-  ``fold_in(search_key, i)``) with its genotype string, parameter count, FLOPs, and per proxy
-  ``<proxy>_score``, ``<proxy>_train_s``, ``<proxy>_compile_s``.
+  ``fold_in(search_key, i)``) with its genotype string, parameter count, FLOPs (the ``params`` and
+  ``flops`` proxies), and per other proxy ``<proxy>_score``, ``<proxy>_train_s`` (the seconds
+  it took: training and scoring, or a zero-cost pass) and ``<proxy>_compile_s``. A database
+  written before a proxy existed gets its columns added when opened.
 
 Writes are upserts keyed by ``idx`` in one transaction each: a rerun, or a second process that
 scored the same index, never duplicates a row, and a proxy added later fills in its columns
@@ -23,10 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from gtn_nas.config import SEARCH_PROXIES
 from gtn_nas.errors import CheckpointError, ConfigError
 
 SCHEMA_VERSION = 1
-PROXIES = ("gtn", "real", "params")
+PROXIES = SEARCH_PROXIES
+COLUMN_PROXIES = ("params", "flops")  # scores that are columns of their own
+DEGENERATE = -1e30  # a zero-cost score where the proxy is undefined (below every finite score)
 Row = dict[str, Any]
 
 _BASE_COLUMNS = (
@@ -36,17 +41,18 @@ _BASE_COLUMNS = (
     ("params", "INTEGER NOT NULL"),
     ("flops", "REAL"),
 )
-_PROXY_COLUMNS = tuple((f"{p}_{kind}", "REAL") for p in ("gtn", "real")
+SCORED_PROXIES = tuple(p for p in PROXIES if p not in COLUMN_PROXIES)
+_PROXY_COLUMNS = tuple((f"{p}_{kind}", "REAL") for p in SCORED_PROXIES
                        for kind in ("score", "train_s", "compile_s"))
 _TAIL_COLUMNS = (("seconds", "REAL"), ("worker", "TEXT"), ("finished_at", "REAL"))
 COLUMNS = tuple(c for c, _ in _BASE_COLUMNS + _PROXY_COLUMNS + _TAIL_COLUMNS)
 
 
 def score_column(proxy: str) -> str:
-    """The column holding a proxy's score (the parameter count is the ``params`` proxy's)."""
+    """The column holding a proxy's score (``params`` and ``flops`` are columns of their own)."""
     if proxy not in PROXIES:
         raise ConfigError(f"unknown proxy {proxy!r}; choose from {', '.join(PROXIES)}")
-    return "params" if proxy == "params" else f"{proxy}_score"
+    return proxy if proxy in COLUMN_PROXIES else f"{proxy}_score"
 
 
 class Store:
@@ -65,6 +71,10 @@ class Store:
                 self._db.execute("CREATE TABLE IF NOT EXISTS meta "
                                  "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS results ({cols})")
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
+                for c, t in _PROXY_COLUMNS:  # proxies added since the database was written
+                    if c not in have:
+                        self._db.execute(f"ALTER TABLE results ADD COLUMN {c} {t}")
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                  (json.dumps(SCHEMA_VERSION),))
             version = self.get_meta("schema_version")
@@ -158,4 +168,4 @@ class Store:
         self.close()
 
 
-__all__ = ["COLUMNS", "PROXIES", "Store", "score_column"]
+__all__ = ["COLUMNS", "COLUMN_PROXIES", "DEGENERATE", "PROXIES", "SCORED_PROXIES", "Store", "score_column"]

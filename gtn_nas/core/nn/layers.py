@@ -94,6 +94,39 @@ class WNConv(nn.Module):
         return y
 
 
+# PyTorch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
+torch_default_init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class PlainConv(nn.Module):
+    """A 2-D convolution without weight norm, initialised as PyTorch does (NHWC, HWIO kernel):
+    the NAS-Bench-201 benchmark's own layer, which zero-cost proxies are defined on."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        w = self.param("kernel", torch_default_init, (kh, kw, x.shape[-1], self.features))
+        return conv2d(x, w.astype(x.dtype), self.strides, self.padding)
+
+
+class PlainDense(nn.Module):
+    """A linear layer without weight norm, weight and bias initialised as PyTorch does."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        w = self.param("kernel", torch_default_init, (fan_in, self.features))
+        b = self.param("bias", _torch_bias_init(fan_in), (self.features,))
+        return x @ w.astype(x.dtype) + channel(b.astype(x.dtype), x.ndim)
+
+
 def _reduce_axes(x: jax.Array) -> tuple[int, ...]:
     return tuple(range(x.ndim - 1))
 
