@@ -39,66 +39,55 @@ def verdict(proxy: str, rho: float | None) -> str:
     return "yes" if lo - TOLERANCE <= rho <= hi + TOLERANCE else "no"
 
 
-def synflow_float32(rows, args, data) -> list[float]:
-    """synflow of every row's network in float32, initialised from the same key."""
-    from gtn_nas.search.indices import architecture_keys, zero_cost_batch_key
+def scorer(args, data, **kw):
+    """The search's ZeroCostScorer (same sizes, same batch) for re-scoring its rows."""
+    from gtn_nas.search.indices import zero_cost_batch_key
     from gtn_nas.search.zero_cost import ZeroCostScorer
+
+    return ZeroCostScorer(args.channels, args.cells, data.num_classes, data.image_shape,
+                          data.train.images, data.train.labels, data.mean, data.std, args.batch,
+                          zero_cost_batch_key(args.seed), **kw)
+
+
+def rescore(zc, rows, args, proxies) -> list[dict]:
+    """``zc.score`` of every row's genotype, initialised from the row's own key."""
+    from gtn_nas.search.indices import architecture_keys
     from search_spaces import get_space
 
     space = get_space("nb201")
-    zc = ZeroCostScorer(args.channels, args.cells, data.num_classes, data.image_shape,
-                        data.train.images, data.train.labels, data.mean, data.std, args.batch,
-                        zero_cost_batch_key(args.seed),
-                        synflow_dtype="float32")
-    out = []
-    for r in rows:
-        k_train = architecture_keys(args.seed, r["idx"])[1]
-        out.append(zc.score(space.from_str(r["genotype"]), k_train, ["synflow"])["synflow"][0])
-    return out
+    return [zc.score(space.from_str(r["genotype"]), architecture_keys(args.seed, r["idx"])[1],
+                     proxies) for r in rows]
 
 
-def retime(rows, args) -> dict[str, float]:
+def synflow_float32(rows, args, data) -> list[float]:
+    """synflow of every row's network in float32, initialised from the same key."""
+    zc = scorer(args, data, synflow_dtype="float32")
+    return [got["synflow"][0] for got in rescore(zc, rows, args, ["synflow"])]
+
+
+def retime(rows, args, data) -> dict[str, float]:
     """Seconds per architecture of each zero-cost proxy, measured again in this process over
     ``rows`` (the first left out: it compiles XLA's primitives), so that the figure does not
     depend on how busy the machine was while the search ran."""
     import numpy as np
 
-    from gtn_nas.io.data import load_dataset
-    from gtn_nas.search.indices import architecture_keys, zero_cost_batch_key
-    from gtn_nas.search.zero_cost import ZERO_COST, ZeroCostScorer
-    from search_spaces import get_space
+    from gtn_nas.search.zero_cost import ZERO_COST
 
-    data = load_dataset("cifar10", args.data_dir, 0)
-    zc = ZeroCostScorer(args.channels, args.cells, data.num_classes, data.image_shape,
-                        data.train.images, data.train.labels, data.mean, data.std, args.batch,
-                        zero_cost_batch_key(args.seed))
-    space = get_space("nb201")
-    times: dict[str, list[float]] = {p: [] for p in ZERO_COST}
-    for i, r in enumerate(rows):
-        got = zc.score(space.from_str(r["genotype"]), architecture_keys(args.seed, r["idx"])[1],
-                       ZERO_COST)
-        if i:
-            for p, (_, s) in got.items():
-                times[p].append(s)
-    return {p: float(np.mean(v)) for p, v in times.items() if v}
+    scored = rescore(scorer(args, data), rows, args, ZERO_COST)[1:]
+    return {p: float(np.mean([got[p][1] for got in scored])) for p in ZERO_COST} if scored else {}
 
 
-def onehot_timing(rows, args) -> dict[str, float]:
+def onehot_timing(rows, args, data) -> dict[str, float]:
     """The alternative ZeroCostScorer does not take: naswot, jacov, snip and grad_norm of the
     one-hot NB201 supernet as one jitted program for every architecture (compile once, every op
     computed); its compile seconds and seconds per architecture over ``rows``."""
     import jax
     import jax.numpy as jnp
 
-    from gtn_nas.io.data import load_dataset
-    from gtn_nas.search.indices import architecture_keys, zero_cost_batch_key
-    from gtn_nas.search.zero_cost import ZeroCostScorer
+    from gtn_nas.search.indices import architecture_keys
     from search_spaces import get_space, nb201
 
-    data = load_dataset("cifar10", args.data_dir, 0)
-    zc = ZeroCostScorer(args.channels, args.cells, data.num_classes, data.image_shape,
-                        data.train.images, data.train.labels, data.mean, data.std, args.batch,
-                        zero_cost_batch_key(args.seed))
+    zc = scorer(args, data)
     net = nb201.build_shared(**zc.sizes, layers="benchmark")
     arch0 = jnp.zeros((6,), jnp.int32)
     init = jax.jit(lambda k: net.init(k, zc.x[:2], arch0, train=True))
@@ -173,12 +162,12 @@ def main() -> None:
     idx = np.array([r["idx"] for r in rows])
     metrics = {p: rank_metrics(np.array([float(r[score_column(p)]) for r in rows]), truth, idx)
                for p in PROXIES}
-    seconds = retime(rows[:args.time_archs + 1], args)
+    data = load_dataset("cifar10", args.data_dir, 0)  # the search's split (no GTN: seed 0)
+    seconds = retime(rows[:args.time_archs + 1], args, data)
     f32 = None
     if not args.no_float32:
         from scipy import stats
 
-        data = load_dataset("cifar10", args.data_dir, 0)
         s32 = np.array(synflow_float32(rows, args, data))
         s64 = np.array([r["synflow_score"] for r in rows])
         from gtn_nas.search.store import DEGENERATE
@@ -187,7 +176,7 @@ def main() -> None:
                "overflowed": int(np.sum(s32 == DEGENERATE)),
                "max_rel_diff": float(np.max(np.abs(s32 - s64) / np.maximum(np.abs(s64), 1e-300))),
                "truth": rank_metrics(s32, truth, idx)}
-    onehot = onehot_timing(rows[:args.onehot_archs], args) if args.onehot_archs else None
+    onehot = onehot_timing(rows[:args.onehot_archs], args, data) if args.onehot_archs else None
     result = {"machine": m, "args": vars(args), "n": n, "metrics": metrics, "onehot": onehot,
               "seconds_per_arch": seconds, "search_wall_s_this_run": wall, "synflow_float32": f32,
               "published": PUBLISHED}

@@ -483,17 +483,29 @@ def shared_learner(arch: jax.Array | np.ndarray, channels: int = 16, cells: int 
 _EDGE_NAME = re.compile(r"edge_(\d)_(\d)$")
 
 
+def edge_of_path(path: Sequence[str]) -> tuple[str, str] | None:
+    """(edge module name ``edge_j_i``, op name) of a variable path inside an edge op (the edge
+    followed by the op's submodule), or None for a path outside the cells' edge ops."""
+    for p, part in enumerate(path[:-1]):
+        if _EDGE_NAME.match(part):
+            return part, path[p + 1]
+    return None
+
+
+def edge_index(edge_name: str) -> int:
+    """The position in ``EDGES`` of the edge module ``edge_j_i``."""
+    m = _EDGE_NAME.match(edge_name)
+    return EDGES.index((int(m.group(1)), int(m.group(2))))
+
+
 def subnet_variables(genotype: NB201Genotype, shared_variables):
     """The exact network's variables (any collections) taken from the supernet's: every path
     except the edge ops the genotype does not use."""
     flat = traverse_util.flatten_dict(shared_variables)
     kept = {}
     for path, value in flat.items():
-        for p, part in enumerate(path[:-1]):
-            m = _EDGE_NAME.match(part)
-            if m and path[p + 1] != genotype.op(int(m.group(1)), int(m.group(2))):
-                break
-        else:
+        edge = edge_of_path(path)
+        if edge is None or edge[1] == genotype.ops[edge_index(edge[0])]:
             kept[path] = value
     return traverse_util.unflatten_dict(kept)
 

@@ -89,16 +89,13 @@ def jacov_score(jac: np.ndarray) -> float:
 def relu_taps(relu_inputs, weights: jax.Array | None):
     """(ReLU input, count) pairs from the ``relu_inputs`` collection of an NB201 network: an op
     of the supernet's edge (…/edge_j_i/<op>/…) counts with its one-hot weight, the rest once."""
-    from search_spaces.nb201 import EDGES, OPS
+    from search_spaces.nb201 import OPS, edge_index, edge_of_path
 
     taps = []
     for path, values in sorted(traverse_util.flatten_dict(relu_inputs).items()):
-        count = jnp.float32(1.0)
-        if weights is not None:
-            for p, part in enumerate(path[:-1]):
-                if part.startswith("edge_"):
-                    j, i = int(part[5]), int(part[7])
-                    count = weights[EDGES.index((j, i)), OPS.index(path[p + 1])]
+        edge = edge_of_path(path)
+        count = (jnp.float32(1.0) if weights is None or edge is None
+                 else weights[edge_index(edge[0]), OPS.index(edge[1])])
         taps.extend((v, count) for v in values)
     return taps
 
