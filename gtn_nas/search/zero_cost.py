@@ -16,8 +16,9 @@ the architecture's key. "Weights" are the conv and linear kernels (not BN, not b
 - ``grad_norm``: Σ over weight tensors of ‖∂L/∂θ‖₂.
 
 naswot, jacov, snip and grad_norm come from one forward pass (and two reverse passes), synflow
-from its own; see ``ZeroCostScorer`` for how they run. A score that is not finite (a singular K, a constant Jacobian: networks whose output ignores the input) is
-stored as ``DEGENERATE``, below every finite score.
+from its own; see ``ZeroCostScorer`` for how they run. A score that is not finite (a singular K,
+a constant Jacobian: networks whose output ignores the input) is stored as ``DEGENERATE``, below
+every finite score.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from flax import traverse_util
 
 from gtn_nas.core.images import normalize
+from gtn_nas.core.metrics import nll
 from gtn_nas.config import ZERO_COST_PROXIES as ZERO_COST
 from gtn_nas.errors import ConfigError
 from gtn_nas.search.store import DEGENERATE
@@ -129,7 +131,7 @@ class ZeroCostScorer:
                               f"batch of {batch_size}")
         self.sizes = dict(channels=channels, cells=cells, num_classes=num_classes,
                           input_shape=tuple(input_shape), activation="relu")
-        self.input_shape, self.num_classes = tuple(input_shape), num_classes
+        self.input_shape = tuple(input_shape)
         self.synflow_dtype = synflow_dtype
         pick = np.asarray(jax.random.choice(batch_key, n, (batch_size,), replace=False))
         self.x = normalize(np.asarray(images)[pick], mean, std)
@@ -158,9 +160,7 @@ class ZeroCostScorer:
         logits, vjp, relu_inputs = jax.vjp(forward, params, self.x, has_aux=True)
         k = naswot_kernel(relu_taps(relu_inputs, None if arch is None else arch_weights(arch)))
         _, jac = vjp(jnp.ones_like(logits))
-        probs = jax.nn.softmax(logits)
-        dlogits = (probs - jax.nn.one_hot(self.y, self.num_classes)) / logits.shape[0]
-        grads, _ = vjp(dlogits)
+        grads, _ = vjp(jax.grad(nll)(logits, self.y))  # L: the project's mean cross-entropy
         return {"naswot": k, "jacov": jac, "snip": snip_score(params, grads),
                 "grad_norm": grad_norm_score(grads)}
 
