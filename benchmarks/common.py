@@ -73,10 +73,12 @@ def save(result: dict, path: str | Path) -> None:
     print(f"saved {path}")
 
 
-def append_row(section: str, text: str) -> None:
-    """Appends a dated entry under ``## section`` of RESULTS.md (created if missing)."""
+def append_row(section: str, text: str, heading: str | None = None) -> None:
+    """Appends a dated entry under ``## section`` of RESULTS.md (created if missing), headed by
+    ``heading`` or else this process's command line."""
     body = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
-    entry = f"\n### {dt.date.today().isoformat()}: `{command_line()}`\n\n{text.strip()}\n"
+    heading = heading or f"`{command_line()}`"
+    entry = f"\n### {dt.date.today().isoformat()}: {heading}\n\n{text.strip()}\n"
     header = f"\n## {section}\n"
     if header not in body:
         body = body.rstrip() + "\n" + header

@@ -196,6 +196,9 @@ class MetaTrainConfig:
                                       "of --meta-lr.")
     grad_clip: float = option(10.0, "Global-norm clip of the meta-gradient (0: off).", resumable=True)
     iterations: int = option(1100, "Outer (meta) steps.", resumable=True)
+    time_budget: float | None = option(None, "Stop after the outer step that passes this many "
+                                       "seconds of this invocation (validated and checkpointed; "
+                                       "the same command resumes).", resumable=True)
     num_learners: int = option(1, "Fresh learners per outer step (vmapped, averaged).")
     meta_batch_size: int = option(1024, "Real images per meta-loss batch.")
     intermediate_every: int = option(0, "Real-data loss every U inner steps (0: final only).")
@@ -247,7 +250,7 @@ class MetaTrainConfig:
             raise ConfigError(f"rollback_drop is a fraction of accuracy in [0, 1), got {self.rollback_drop}")
         if self.momentum_max > 1:
             raise ConfigError(f"momentum_max must be at most 1, got {self.momentum_max}")
-        check_positive(self, "learner_width", "generator_hidden", optional=True)
+        check_positive(self, "learner_width", "generator_hidden", "time_budget", optional=True)
         if not 0 < self.final_relative_lr <= 1:
             raise ConfigError(f"final_relative_lr must be in (0, 1], got {self.final_relative_lr}")
         if self.learner == "micro" and not self.arch_pool:

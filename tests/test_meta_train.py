@@ -126,6 +126,21 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, fake_mnis
     assert [r["step"] for r in _rows(out)] == [r["step"] for r in ref_rows]
 
 
+def test_time_budget_stops_with_its_state_saved_and_the_same_command_continues(
+        tmp_path, fake_mnist, reference_run):
+    """--time-budget ends a run early (validated, checkpointed, said so in the summary); run
+    again, it ends with the meta-parameters of a run never stopped."""
+    ref_dir, _ = reference_run
+    out = tmp_path / "run"
+    first = meta_train(tiny(out, fake_mnist, time_budget=1e-6))  # spent by the first step
+    assert (first["outer_steps"], first["iterations"], first["stopped"]) == (1, 6, "time_budget")
+    assert first["validation_accuracy"] is not None
+    assert load_gtn(out, "last")[3] == 1
+    summary = meta_train(tiny(out, fake_mnist))
+    assert (summary["outer_steps"], summary["stopped"]) == (6, None)
+    _assert_same_meta(load_gtn(out, "last")[2], load_gtn(ref_dir, "last")[2])
+
+
 class Warnings(Reporter):
     def __init__(self):
         super().__init__(quiet=True)

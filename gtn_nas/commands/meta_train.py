@@ -161,6 +161,7 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                               data.std, title=f"{cfg.dataset} GTN curriculum, outer step {tag}")
 
     interrupted = False
+    stopped = None  # why the run ended before cfg.iterations (None: it did not)
     try:
         with rep.progress("meta-train", total=cfg.iterations, completed=start) as bar:
             while step < cfg.iterations:
@@ -169,7 +170,9 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                 state, metrics = step_fn(state, put(arch), put(key), images, labels)
                 pending.append((step, metrics))
                 step += 1
-                done = step == cfg.iterations
+                out_of_time = (cfg.time_budget is not None
+                               and time.time() - t_start >= cfg.time_budget and step < cfg.iterations)
+                done = step == cfg.iterations or out_of_time
                 if step % cfg.log_every == 0 or done:
                     loss = float(dist.to_host(metrics["meta_loss"]))
                     flush()
@@ -195,6 +198,11 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                     ckpt.save(step, state)
                 if cfg.samples_every and step % cfg.samples_every == 0:
                     save_samples(f"{step:06d}")
+                if out_of_time:
+                    stopped = "time_budget"
+                    rep.info(f"time budget of {cfg.time_budget:g} s reached at outer step {step} "
+                             f"of {cfg.iterations}; run the same command again to continue")
+                    break
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -223,7 +231,8 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     lrs, moms = jax.tree_util.tree_map(dist.to_host, teacher.schedule(state.meta_params))
     summary = {
         "run_dir": str(run_dir), "dataset": cfg.dataset, "learner": source.name,
-        "outer_steps": step, "final_meta_loss": train_rows[-1]["meta_loss"] if train_rows else None,
+        "outer_steps": step, "iterations": cfg.iterations, "stopped": stopped,
+        "final_meta_loss": train_rows[-1]["meta_loss"] if train_rows else None,
         "validation_accuracy": last_val, "nonfinite_steps": sum(not r["finite"] for r in train_rows),
         "best_step": best.step, "best_validation_accuracy": best.val,
         "meta_gradient_spikes": sum(bool(r.get("spike")) for r in train_rows),
