@@ -35,6 +35,17 @@ def test_children_cannot_import_tfds_and_are_stopped_at_their_limit(tmp_path):
     assert child["timed_out"] and child["rc"] != 0 and time.time() - t0 < 20
 
 
+def test_a_spent_budget_starts_no_stage_and_keeps_the_record(tmp_path, shared_data):
+    out = tmp_path / "suite"
+    done = _run("--smoke", "--data-dir", str(shared_data), "--out", str(out), "--budget", "1",
+                timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "no time left in the budget" in done.stdout
+    state = json.loads((out / "suite.json").read_text())
+    assert state["stages"]["teach"]["status"] == "pending" and len(state["calls"]) == 1
+    assert not (out / "teach").exists()
+
+
 def _run(*args, timeout=1500):
     return subprocess.run([sys.executable, "benchmarks/device_suite.py", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
@@ -50,6 +61,7 @@ def test_smoke_suite_runs_every_stage_and_a_second_call_skips_them(tmp_path, sha
     t = st["teach"]
     assert (t["outer_steps"], t["iterations"], t["config"]["generator"]) == (3, 3, "conv")
     assert 0 <= t["gtn_test"]["mean"] <= 1 and 0 <= t["real_test"]["mean"] <= 1
+    assert t["curve"]["steps"] == [1, 2]  # the second evaluate, after the headline's
     tiny = st["speed"]["presets"]["tiny"]
     assert tiny["steps_per_s"] > 0 and tiny["flops_per_step"] > 0 and tiny["peak_memory_mb"] > 0
     assert st["speed"]["search"]["archs_per_min"] > 0
