@@ -125,6 +125,18 @@ def series_of(plan: dict[str, dict], rows: dict[str, dict], common: list[int]) -
     return out
 
 
+COMBINED = (("gtn", "naswot"), ("gtn", "synflow"))
+
+
+def combined(series: dict[str, list]) -> dict[str, list]:
+    """Rank averages of a trained proxy and a zero-cost one ("gtn+naswot"): the issue's
+    combined proxy, scored beside its parts (ties share the mean rank)."""
+    from scipy.stats import rankdata
+
+    return {f"{a}+{b}": ((rankdata(series[a]) + rankdata(series[b])) / 2).tolist()
+            for a, b in COMBINED if a in series and b in series}
+
+
 def correlations(plan: dict[str, dict], rows: dict[str, dict], truth_of: dict[str, float] | None
                  ) -> tuple[dict[str, dict], dict[str, list]]:
     """Rank metrics of every proxy against the truth, over the architectures all stages scored."""
@@ -148,6 +160,7 @@ def correlations(plan: dict[str, dict], rows: dict[str, dict], truth_of: dict[st
         common = [i for i in common if rows["proxy"][i]["genotype"] in truth_of]
         truth = np.array([truth_of[rows["proxy"][i]["genotype"]] for i in common])
     series = series_of(plan, rows, common)
+    series.update(combined(series))
     idx = np.array(common)
     metrics = {k: rank_metrics(np.array(v, float), truth, idx) for k, v in series.items()}
     series["truth"] = truth.tolist()
@@ -266,6 +279,8 @@ def main() -> None:
               "real-long": f"real data, {long_steps} steps", "params": "parameter count",
               "flops": "FLOPs"}
     labels.update({k: k for k in ZERO_COST_PROXIES})
+    labels.update({f"{a}+{b}": f"rank mean of {'GTN' if a == 'gtn' else a} and {b}"
+                   for a, b in COMBINED})
     labels.update({k: f"{'GTN proxy' if k.startswith('gtn') else 'real data'}, "
                    f"{k.split('@')[1]} steps" for k in plan if "@" in k})
     labels = {k: v for k, v in labels.items() if k in series}
@@ -306,7 +321,8 @@ def main() -> None:
         r = metrics[k]
         stage = k if k in plan else "proxy"
         c = per_arch.get(f"{stage}:{plan[stage]['proxies'][0] if stage != 'proxy' else k}")
-        secs = f"{c['train_s_mean']:.1f} + {c['compile_s_mean']:.1f}" if c else "0"
+        secs = (f"{c['train_s_mean']:.1f} + {c['compile_s_mean']:.1f}" if c
+                else "its parts'" if "+" in k else "0")
         b = r["best_of_10"]
         best = "n/a" if b is None else f"{scale * b['mean']:.1f} ± {scale * b['std']:.1f}"
         lines.append(f"| {labels[k]} | {_f(r['spearman'])} | {_f(r['kendall'])} | "

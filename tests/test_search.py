@@ -252,8 +252,12 @@ def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, 
     cfgs = {s: json.loads((out / s / "config.json").read_text()) for s in stages}
     assert (cfgs["truth"]["real_steps"], cfgs["truth"]["real_schedule"]) == (6, "cosine")
     assert cfgs["real-long"]["real_steps"] == 2 * cfgs["proxy"]["real_steps"]
+    from scipy.stats import rankdata
+
+    np.testing.assert_allclose(result["series"]["gtn+naswot"], (rankdata(result["series"]["gtn"])
+                               + rankdata(result["series"]["naswot"])) / 2)
     for k in ("gtn", "real", "real-long", "params", "flops", "synflow", "naswot", "gtn@2",
-              "real@2"):
+              "gtn+naswot", "gtn+synflow", "real@2"):
         m = result["metrics"][k]
         assert m["n"] == 3 and (m["spearman"] is None or -1 <= m["spearman"] <= 1)
         assert (out / f"proxy-{k}.png").stat().st_size > 0
