@@ -72,11 +72,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(fake_mnist, out, iterations):
+def _two_processes(fake_mnist, out, iterations, *extra):
     port = _free_port()
     args = ["meta-train", "--preset", "tiny", "--num-learners", "2", "--devices", "0",
             "--iterations", str(iterations), "--eval-every", "0", "--checkpoint-every", "2",
-            "--log-every", "1", "--data-dir", str(fake_mnist), "--out", str(out), "--quiet"]
+            "--log-every", "1", "--data-dir", str(fake_mnist), "--out", str(out), "--quiet",
+            *extra]
     procs = [subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", *args],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=_env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
@@ -108,3 +109,12 @@ def test_two_process_meta_training_matches_one_process_and_resumes(fake_mnist, t
             iterations=iterations, eval_every=0, checkpoint_every=2, log_every=1)))
     assert two["final_meta_loss"] == pytest.approx(one["final_meta_loss"], rel=1e-5)
     np.testing.assert_allclose(two["inner_lr"], one["inner_lr"], rtol=1e-5)
+
+
+def test_two_processes_stop_together_at_a_time_budget(fake_mnist, tmp_path):
+    """Each host's clock decides, the processes agree (a collective at the log row): both stop
+    at the same step instead of one waiting forever in the next all-reduce."""
+    out = tmp_path / "two"
+    _two_processes(fake_mnist, out, 4, "--time-budget", "1e-6")
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["outer_steps"], summary["stopped"]) == (1, "time_budget")

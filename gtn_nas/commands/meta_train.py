@@ -170,8 +170,11 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                 state, metrics = step_fn(state, put(arch), put(key), images, labels)
                 pending.append((step, metrics))
                 step += 1
-                out_of_time = (cfg.time_budget is not None
-                               and time.time() - t_start >= cfg.time_budget and step < cfg.iterations)
+                # Every process must stop at the same step: with several, the clocks are compared
+                # (a collective) only at log rows, where all of them stop anyway.
+                out_of_time = (cfg.time_budget is not None and step < cfg.iterations
+                               and (jax.process_count() == 1 or step % cfg.log_every == 0)
+                               and dist.any_everywhere(time.time() - t_start >= cfg.time_budget))
                 done = step == cfg.iterations or out_of_time
                 if step % cfg.log_every == 0 or done:
                     loss = float(dist.to_host(metrics["meta_loss"]))

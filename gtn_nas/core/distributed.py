@@ -133,6 +133,16 @@ def check_same_everywhere(value: int, what: str) -> None:
                           "directory must be on a filesystem every host sees")
 
 
+def any_everywhere(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any: a decision from each host's own clock
+    (a time budget) that all of them must take at the same step."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).any())
+
+
 def describe() -> dict[str, Any]:
     return {"backend": jax.default_backend(), "process_index": jax.process_index(),
             "process_count": jax.process_count(), "local_devices": jax.local_device_count(),
