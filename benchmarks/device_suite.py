@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import shlex
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import append_row, command_line  # noqa: E402  (no JAX in this process)
+from gtn_nas.io.files import write_atomic, write_json  # noqa: E402  (stdlib only)
 
 STAGES = ("teach", "speed", "proxy", "scaling")
 SHARE = {"teach": 0.45, "speed": 0.15, "proxy": 0.30, "scaling": 0.10}
@@ -92,11 +94,10 @@ class Suite:
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True, default=float) + "\n")
-        tmp.replace(self.path)
-        (self.out / "suite.md").write_text(render(self.state) + "\n")
+        write_json(self.path, self.state)
+        write_atomic(self.out / "suite.md", render(self.state) + "\n")
 
+    @functools.cached_property
     def env(self) -> dict:
         """The children's environment: this repository importable without installing it, no
         download, tensorflow-datasets blocked, XLA's compilation cache inside the suite folder."""
@@ -126,7 +127,7 @@ class Suite:
         with open(log, "w") as f:
             f.write(f"$ {text}\n")
             f.flush()
-            p = subprocess.Popen(argv, cwd=ROOT, env=self.env(), stdout=f, stderr=subprocess.STDOUT,
+            p = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=f, stderr=subprocess.STDOUT,
                                  start_new_session=True)
             timed_out = False
             try:
@@ -329,7 +330,7 @@ def probe(suite: Suite) -> dict:
     code = ("import json, jax; from benchmarks.common import machine; m = machine(); "
             "m.update(device_count=jax.device_count(), platform=jax.default_backend()); "
             "print(json.dumps(m))")
-    out = subprocess.run(_python("-c", code), cwd=ROOT, env=suite.env(), capture_output=True,
+    out = subprocess.run(_python("-c", code), cwd=ROOT, env=suite.env, capture_output=True,
                          text=True, timeout=max(30.0, suite.left()))
     if out.returncode:
         raise SystemExit(f"JAX does not start here: {out.stderr.strip().splitlines()[-1:]}")

@@ -28,7 +28,7 @@ def _suite(tmp_path, budget=60.0):
 def test_children_cannot_import_tfds_and_are_stopped_at_their_limit(tmp_path):
     suite = _suite(tmp_path)
     blocked = subprocess.run([sys.executable, "-c", "import tensorflow_datasets"],
-                             env=suite.env(), capture_output=True, text=True)
+                             env=suite.env, capture_output=True, text=True)
     assert blocked.returncode != 0 and "not used on this path" in blocked.stderr
     t0 = time.time()
     child = suite.run("x", [sys.executable, "-c", "import time; time.sleep(60)"], timeout=1.0)
