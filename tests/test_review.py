@@ -180,3 +180,33 @@ def test_the_meta_step_compiles_once_over_several_steps(fake_mnist):
     for i in range(4):
         state, _ = step(state, None, jax.random.PRNGKey(i), images, labels)
     assert step._cache_size() == 1
+
+
+def test_after_a_failed_restore_asyncio_unretrieved_reads_are_not_reported(tmp_path, caplog):
+    """The corrupt-checkpoint test above, made deterministic: a failed restore's sibling reads
+    end as futures whose exception nobody retrieves, and asyncio logs each one on collection."""
+    import asyncio
+    import gc
+    import logging
+    import shutil
+
+    import numpy as np
+
+    from gtn_nas.errors import CheckpointError
+
+    ckpt = Checkpointer(tmp_path / "c")
+    ckpt.save(1, {"w": np.ones(3, np.float32)})
+    shutil.rmtree(tmp_path / "c" / "1" / "default")  # unreadable
+    with pytest.raises(CheckpointError, match="unreadable"):
+        ckpt.restore(1, {"w": np.ones(3, np.float32)})
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    loop = asyncio.new_event_loop()
+    fut = loop.create_future()
+    fut.set_exception(ValueError("OUT_OF_RANGE: a sibling read"))
+    del fut
+    gc.collect()
+    loop.close()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    logging.getLogger("asyncio").error("something else")  # other asyncio errors still show
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+

@@ -45,6 +45,19 @@ def _quiet_closed_loop_callbacks() -> None:
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
+class _DropUnretrieved(logging.Filter):
+    """asyncio's "Future exception was never retrieved" report of a read that failed alongside a
+    failed restore (orbax gathers the first failure; its siblings' errors are never read): the
+    restore's one-line error already says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Future exception was never retrieved",
+                                               "Task exception was never retrieved"))
+
+
+_DROP_UNRETRIEVED = _DropUnretrieved()
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, max_to_keep: int = 2, writer: bool = True):
         """``writer=False`` (a non-main process of a multi-process run) restores but never saves.
@@ -91,6 +104,7 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(target))
         except Exception as e:  # orbax raises many types for unreadable data
+            logging.getLogger("asyncio").addFilter(_DROP_UNRETRIEVED)  # only after a failure
             raise CheckpointError(
                 f"checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                 "delete that step's folder to resume from an earlier one, or start a new run "
