@@ -77,10 +77,15 @@ class Suite:
         self.args = args
         self.out = Path(args.out)
         self.path = self.out / "suite.json"
-        self.state = json.loads(self.path.read_text()) if self.path.exists() else {
-            "created": dt.datetime.now().isoformat(timespec="seconds"), "smoke": args.smoke,
-            "calls": [], "stages": {}}
-        if self.state["smoke"] != args.smoke:
+        if self.path.exists():
+            self.state = _read(self.path)
+            if not isinstance(self.state, dict) or not isinstance(self.state.get("stages"), dict):
+                raise SystemExit(f"unreadable {self.path} (a suite's record, not JSON of one); "
+                                 "use another --out or remove it")
+        else:
+            self.state = {"created": dt.datetime.now().isoformat(timespec="seconds"),
+                          "smoke": args.smoke, "calls": [], "stages": {}}
+        if self.state.get("smoke") != args.smoke:
             raise SystemExit(f"{self.out} holds a {'smoke' if self.state['smoke'] else 'full'} "
                              "suite; use another --out")
         self.deadline = time.time() + args.budget

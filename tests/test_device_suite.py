@@ -46,6 +46,18 @@ def test_a_spent_budget_starts_no_stage_and_keeps_the_record(tmp_path, shared_da
     assert not (out / "teach").exists()
 
 
+def test_a_corrupt_suite_json_is_one_line_not_a_traceback(tmp_path):
+    out = tmp_path / "suite"
+    out.mkdir()
+    (out / "suite.json").write_text('{"stages": {"teach": ')  # cut short mid-write by hand
+    done = _run("--smoke", "--out", str(out), "--budget", "1", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"unreadable {out / 'suite.json'} (a suite's "
+                                                 "record, not JSON of one); use another --out "
+                                                 "or remove it"]
+    assert (out / "suite.json").read_text() == '{"stages": {"teach": '  # kept as it was
+
+
 def _run(*args, timeout=1500):
     return subprocess.run([sys.executable, "benchmarks/device_suite.py", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
