@@ -453,7 +453,7 @@ def build_shared(channels: int = 16, cells: int = 5, num_classes: int = 10,
 
 def shared_learner(arch: jax.Array | np.ndarray, channels: int = 16, cells: int = 5,
                    num_classes: int = 10, input_shape: InputShape = (32, 32, 3),
-                   mode: str = "onehot") -> Learner:
+                   mode: str = "onehot", layers: str = "gtn") -> Learner:
     """The genotype ``arch`` (int32 [6], see ``encode``) as a Learner on the shared supernet.
 
     ``init`` does not depend on ``arch``, so all architectures share one parameter layout. To share
@@ -461,7 +461,7 @@ def shared_learner(arch: jax.Array | np.ndarray, channels: int = 16, cells: int 
     a traced argument; a concrete ``arch`` captured outside jit becomes a compile-time constant.
     BN momentum is 0 (the GTN setting).
     """
-    module = build_shared(channels, cells, num_classes, input_shape, mode=mode)
+    module = build_shared(channels, cells, num_classes, input_shape, mode=mode, layers=layers)
     dummy_x = jnp.zeros((2, *input_shape), jnp.float32)
     dummy_arch = jnp.zeros((NUM_EDGES,), jnp.int32)
 

@@ -5,7 +5,11 @@ Every convolution is a weight-normalised ``WNConv`` (no bias) and every norm is 
 are those of the last train-mode batch, gtn-spec 1.6). ``layers="benchmark"`` builds the layers the
 NAS-Bench-201 benchmark itself trained instead (plain convolutions and linear layer, PyTorch's
 default init), on which zero-cost proxies are defined; ``"benchmark_nobn"`` also drops every norm
-(synflow's network). Every activation that starts an act-conv-BN op, and the last one, ``sow`` their
+(synflow's network). ``"gtn_meta"`` is ``"gtn"`` (the same parameters and function) with its
+convolutions computed as shifted slices and a matmul on CPU (``gtn_nas.core.nn.spatial``): in the
+second-order meta-step XLA:CPU's weight-gradient convolutions took two thirds of the NB201
+learner's time, and slices halved the step (benchmarks/RESULTS.md, Profile), where a first-order
+search step runs faster on XLA's op (``"gtn"``). Every activation that starts an act-conv-BN op, and the last one, ``sow`` their
 input into the ``relu_inputs`` collection (a no-op unless it is mutable: NASWOT reads it). The activation is a field naming an entry of
 ``ACTIVATIONS``: GTN-taught learners use LeakyReLU(0.1) (the default, gtn-spec 1.5/1.6), while the
 NAS-Bench-201 benchmark itself trained with ReLU.
@@ -47,7 +51,8 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
             f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
-LAYERS = ("gtn", "benchmark", "benchmark_nobn")
+LAYERS = ("gtn", "gtn_meta", "benchmark", "benchmark_nobn")
+GTN_LAYERS = ("gtn", "gtn_meta")  # weight-normalised layers: what a GTN teaches
 
 
 def check_layers(layers: str) -> str:
@@ -59,13 +64,14 @@ def check_layers(layers: str) -> str:
 def conv(layers: str, features: int, kernel_size: tuple[int, int], strides=(1, 1),
          padding: Padding | str = "SAME", name: str | None = None) -> nn.Module:
     """The convolution of ``layers``: weight-normalised (GTN learners) or plain (the benchmark)."""
-    if layers == "gtn":
-        return WNConv(features, kernel_size, strides, padding, name=name)
+    if layers in GTN_LAYERS:
+        return WNConv(features, kernel_size, strides, padding, slices=layers == "gtn_meta",
+                      name=name)
     return PlainConv(features, kernel_size, strides, padding, name=name)
 
 
 def dense(layers: str, features: int, name: str | None = None) -> nn.Module:
-    return WNDense(features, name=name) if layers == "gtn" else PlainDense(features, name=name)
+    return WNDense(features, name=name) if layers in GTN_LAYERS else PlainDense(features, name=name)
 
 
 def norm(layers: str, momentum: float, name: str, x: jax.Array, train: bool) -> jax.Array:

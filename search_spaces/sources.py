@@ -12,7 +12,10 @@ Compilation. The meta-step is jitted once per distinct *type* of ``arch``:
   function. Every architecture of the 15,625 runs in the same compiled program: one compilation
   for the whole meta-training run. The supernet's ``onehot`` mode (every op computed, weighted
   sums) was 2.7x slower per second-order meta-step on 2 cores (C=4, T=4, six architectures,
-  benchmarks/RESULTS.md, Profile), where for one first-order SGD step it is the faster one.
+  benchmarks/RESULTS.md, Profile), where for one first-order SGD step it is the faster one. Its
+  layers are ``gtn_meta`` (``search_spaces.ops``): convolutions as slices and matmuls on CPU,
+  which halved the second-order step there, where XLA's op is the faster one for the search's
+  first-order steps.
 - ``micro``: the wiring of a micro cell changes its parameter shapes, so no shared program exists
   (see ``search_spaces.micro``). ``arch`` is a ``StaticArch``: a pytree with no array leaves that
   carries the genotype in its tree structure, so jit compiles once per distinct genotype and
@@ -37,6 +40,7 @@ from gtn_nas.errors import ConfigError
 
 POOL_SALT = 0x5EED  # fold_in constant for the architecture pool, apart from every outer-step key
 NB201_MODE = "switch"  # the supernet mode of meta-training (see the module docstring)
+NB201_LAYERS = "gtn_meta"  # and its layers: convolutions as slices on CPU (ditto)
 
 
 @jax.tree_util.register_static
@@ -85,7 +89,8 @@ def space_source(space_name: str, image_shape: Sequence[int], num_classes: int, 
             return jnp.asarray(nb201.encode(space.sample(key)))  # int32 [6]
 
         def build(arch: jax.Array):
-            return nb201.shared_learner(arch, channels, cells, num_classes, shape, mode=NB201_MODE)
+            return nb201.shared_learner(arch, channels, cells, num_classes, shape, mode=NB201_MODE,
+                                        layers=NB201_LAYERS)
 
         return LearnerSource(name, build, sample)
 

@@ -254,7 +254,7 @@ def test_pool_as_slices_equals_xla_pool_to_second_order(shape, key, monkeypatch)
     np.testing.assert_array_equal(results["slices"][0], ref)
     for a, b in zip(results["xla"], results["slices"]):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-    # exact ties (a zero background): the gradient is split, its total is XLA's
+    # exact ties (a zero background): each window's gradient goes to one input, the total is XLA's
     zeros = jnp.zeros((1, 4, 4, 1))
     monkeypatch.setenv("GTN_NAS_CONV", "slices")
     g = jax.grad(lambda x: jnp.sum(max_pool_3x3s2(x, slices=True)))(zeros)

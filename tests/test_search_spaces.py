@@ -465,13 +465,14 @@ def test_nb201_shared_switch_mode_and_vmap(shared_net):
 
 
 def test_nb201_switch_mode_meta_gradient_equals_exact_network(shared_net):
-    """Meta-training's supernet mode (switch, search_spaces/sources.py) gives the exact network's
-    second-order gradient (through one SGD step and a loss after it) on the ops it uses."""
-    from search_spaces.sources import NB201_MODE
+    """Meta-training's supernet (switch mode, convolutions as slices: search_spaces/sources.py)
+    gives the exact network's (XLA's convolutions, as the search trains it) second-order
+    gradient (through one SGD step and a loss after it) on the ops it uses."""
+    from search_spaces.sources import NB201_LAYERS, NB201_MODE
 
     shape, x, _, variables = shared_net
     g = NB201Genotype.from_str(GENOTYPES[2])
-    switch = nb201.build_shared(TINY_C, TINY_N, 10, shape, mode=NB201_MODE)
+    switch = nb201.build_shared(TINY_C, TINY_N, 10, shape, mode=NB201_MODE, layers=NB201_LAYERS)
     exact = get_space("nb201").build(g, TINY_C, TINY_N, 10, shape)
     arch = jnp.asarray(nb201.encode(g))
 
@@ -492,7 +493,9 @@ def test_nb201_switch_mode_meta_gradient_equals_exact_network(shared_net):
                      nb201.subnet_variables(g, variables))
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                            nb201.subnet_variables(g, {"params": got})["params"], want)
-    assert NB201_MODE == "switch"
+    assert (NB201_MODE, NB201_LAYERS) == ("switch", "gtn_meta")
+    from search_spaces.ops import conv
+    assert conv("gtn_meta", 4, (3, 3)).slices and not conv("gtn", 4, (3, 3)).slices
 
 
 def test_nb201_no_ops_on_zero_nodes():

@@ -5,9 +5,10 @@ transposed convolutions that this produces are slow for the paper's small learne
 slices, pads, a concatenation and a matmul (all of whose derivatives are again slices, pads and
 matmuls) run well: the `base_fc` learner's meta-step at 8/16/32 channels ran 1.9-2.4x faster on
 2 cores, `base_larger2`'s 4.2x (benchmarks/RESULTS.md, Speed). It is not a win everywhere: the
-NAS-Bench-201 cells' 3x3 convolutions over 4 to 8 channels at 28x28 ran slower as slices, and
-their pooling written as strided slices ran slower than XLA's windowed reductions. So a module asks
-for slices (``WNConv(slices=True)``: the fixed conv learners) and gets them on CPU only. The
+NAS-Bench-201 cells' first-order search steps run faster on XLA's op, and their pooling written
+as strided slices ran slower than XLA's windowed reductions. So a module asks for slices
+(``WNConv(slices=True)``: the fixed conv learners, and the NB201 supernet of meta-training, whose
+second-order step they halve) and gets them on CPU only. The
 fixed learners' 3x3/2 max pooling has a slice form too (``max_pool_3x3s2``: reshaped pairs, no
 strides), which took the `base_fc` meta-step from 3.5 to 2.3 s on 2 cores with ``remat=step``.
 
@@ -24,6 +25,7 @@ Every form computes the same function (tests/test_core.py).
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Sequence
 
 import jax
@@ -121,10 +123,13 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False, axes: tuple[int, int] = (
 
     As slices (``slices`` and on CPU, like ``conv2d``), for even H and W: each axis in turn is
     reshaped into (even, odd) pairs and out[i] = max(odd[i-1], even[i], odd[i]), so there is no
-    strided access and every derivative is again maxima, pads and reshapes. XLA's windowed max
-    differentiates into select-and-gather/scatter loops that took a third of the `base_fc`
-    learner's second-order meta-step on 2 cores (benchmarks/RESULTS.md, Profile). Exact ties
-    split the gradient evenly where XLA's op gives it to one input; the sum is the same.
+    strided access. XLA's windowed max differentiates into select-and-gather/scatter loops that
+    took a third of the `base_fc` learner's second-order meta-step on 2 cores (benchmarks/
+    RESULTS.md, Profile). The derivative is written out (``_pool_pairs``' JVP): the winner of
+    each window is found once, as two boolean masks per axis, and the tangent is picked by them,
+    so every derivative of any order is the same two selects, where ``jnp.maximum``'s own JVP
+    compares and splits ties again in each pass. An exact tie goes to the first of (even, odd,
+    previous odd), as XLA's op and PyTorch give it to one input; the sum is the same.
     """
     h, w = x.shape[axes[0]], x.shape[axes[1]]
     if not use_slices(slices) or h % 2 or w % 2:
@@ -132,16 +137,49 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False, axes: tuple[int, int] = (
         for a in axes:
             window[a], stride[a], pad[a] = 3, 2, (1, 1)
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, tuple(window), tuple(stride), pad)
+    return _pool_pairs(x, axes)
 
-    def along(x, axis):
-        n = x.shape[axis]
-        pairs = x.reshape(x.shape[:axis] + (n // 2, 2) + x.shape[axis + 1:])
-        even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
-        odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
-        pad = [(0, 0)] * odd.ndim
-        pad[axis] = (1, 0)
-        prev = jax.lax.slice_in_dim(jnp.pad(odd, pad, constant_values=-jnp.inf), 0, n // 2,
-                                    axis=axis)
-        return jnp.maximum(jnp.maximum(even, odd), prev)
 
-    return along(along(x, axes[0]), axes[1])
+def _window_parts(x: jax.Array, axis: int, fill: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(even, odd, previous odd) along ``axis``: the three members of each 3-wide, stride-2
+    window, the previous odd of the first window being ``fill`` (the padding)."""
+    n = x.shape[axis]
+    pairs = x.reshape(x.shape[:axis] + (n // 2, 2) + x.shape[axis + 1:])
+    even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
+    odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
+    pad = [(0, 0)] * odd.ndim
+    pad[axis] = (1, 0)
+    prev = jax.lax.slice_in_dim(jnp.pad(odd, pad, constant_values=fill), 0, n // 2, axis=axis)
+    return even, odd, prev
+
+
+def _pool_masks(x: jax.Array, axes: tuple[int, int]):
+    """The pooled ``x`` and, per axis, the masks (even wins, odd wins) of its windows."""
+    masks = []
+    for axis in axes:
+        even, odd, prev = _window_parts(x, axis, -jnp.inf)
+        m_even = (even >= odd) & (even >= prev)
+        m_odd = ~m_even & (odd >= prev)
+        masks.append((m_even, m_odd))
+        x = jnp.where(m_even, even, jnp.where(m_odd, odd, prev))
+    return x, masks
+
+
+def _pick(t: jax.Array, axes: tuple[int, int], masks) -> jax.Array:
+    """``t`` pooled by the windows' winners ``masks``: linear in ``t``, so its transpose and every
+    further derivative are selects by the same masks."""
+    for axis, (m_even, m_odd) in zip(axes, masks):
+        even, odd, prev = _window_parts(t, axis, 0.0)
+        t = jnp.where(m_even, even, jnp.where(m_odd, odd, prev))
+    return t
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _pool_pairs(x: jax.Array, axes: tuple[int, int]) -> jax.Array:
+    return _pool_masks(x, axes)[0]
+
+
+@_pool_pairs.defjvp
+def _pool_pairs_jvp(axes, primals, tangents):
+    y, masks = _pool_masks(primals[0], axes)
+    return y, _pick(tangents[0], axes, masks)
