@@ -14,7 +14,6 @@ variant are printed. Nothing is appended to RESULTS.md: quote the printout where
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -87,8 +86,6 @@ def main() -> None:
     reuse_freed_memory()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_meta_step_args(p)
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="another meta-train config value, e.g. inner_steps=8 (repeat)")
     p.add_argument("--variant", action="append", required=True,
                    help="NAME=VALUE[,NAME=VALUE...] environment of one variant (repeat)")
     p.add_argument("--rounds", type=int, default=4)
@@ -96,17 +93,7 @@ def main() -> None:
     args = p.parse_args()
     variants = [parse_variant(v) for v in args.variant]
 
-    from gtn_nas.config import MetaTrainConfig
-
-    over = {}
-    types = {f.name: str(f.type) for f in dataclasses.fields(MetaTrainConfig)}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        kind = types.get(name, "str")
-        over[name] = (value.lower() in ("1", "true") if kind.startswith("bool") else
-                      int(value) if kind.startswith("int") else
-                      float(value) if kind.startswith("float") else value)
-    cfg, data = meta_step_setup(args, **over)
+    cfg, data = meta_step_setup(args)
     print(f"Machine: {describe(machine())}. {args.preset} preset, learner {args.learner} width "
           f"{args.learner_width}, remat {cfg.remat}.", flush=True)
     rows = compare(cfg, data, variants, args.rounds, log=lambda m: print(m, flush=True))

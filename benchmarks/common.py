@@ -130,15 +130,26 @@ def add_meta_step_args(p) -> None:
     p.add_argument("--learner-width", type=int, default=16)
     p.add_argument("--remat", default=None, help="none | step | nested instead of the preset's")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="another meta-train config value, e.g. inner_steps=8 (repeat)")
 
 
 def meta_step_setup(args, **over):
     """(config, data set) of the options of ``add_meta_step_args`` plus config values ``over``."""
+    import dataclasses
+
     from gtn_nas.config import MetaTrainConfig, build_config
     from gtn_nas.io.data import load_dataset
 
     values = dict(learner=args.learner, learner_width=args.learner_width)
     if args.remat:
         values["remat"] = args.remat
+    types = {f.name: str(f.type) for f in dataclasses.fields(MetaTrainConfig)}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        kind = types.get(name, "str")
+        values[name] = (value.lower() in ("1", "true") if kind.startswith("bool") else
+                        int(value) if kind.startswith("int") else
+                        float(value) if kind.startswith("float") else value)
     cfg = build_config(MetaTrainConfig, args.preset, {**values, **over})
     return cfg, load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)
