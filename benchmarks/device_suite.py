@@ -86,7 +86,7 @@ class Suite:
             self.state = {"created": dt.datetime.now().isoformat(timespec="seconds"),
                           "smoke": args.smoke, "calls": [], "stages": {}}
         if self.state.get("smoke") != args.smoke:
-            raise SystemExit(f"{self.out} holds a {'smoke' if self.state['smoke'] else 'full'} "
+            raise SystemExit(f"{self.out} holds a {'smoke' if self.state.get('smoke') else 'full'} "
                              "suite; use another --out")
         self.deadline = time.time() + args.budget
         self.children = 0

@@ -9,8 +9,9 @@ default init), on which zero-cost proxies are defined; ``"benchmark_nobn"`` also
 convolutions computed as shifted slices and a matmul on CPU (``gtn_nas.core.nn.spatial``): in the
 second-order meta-step XLA:CPU's weight-gradient convolutions took two thirds of the NB201
 learner's time, and slices halved the step (benchmarks/RESULTS.md, Profile), where a first-order
-search step runs faster on XLA's op (``"gtn"``). Every activation that starts an act-conv-BN op, and the last one, ``sow`` their
-input into the ``relu_inputs`` collection (a no-op unless it is mutable: NASWOT reads it). The activation is a field naming an entry of
+search step runs faster on XLA's op (``"gtn"``). Every activation that starts an act-conv-BN op,
+and the last one, ``sow`` their input into the ``relu_inputs`` collection (a no-op unless it is
+mutable: NASWOT reads it). The activation is a field naming an entry of
 ``ACTIVATIONS``: GTN-taught learners use LeakyReLU(0.1) (the default, gtn-spec 1.5/1.6), while the
 NAS-Bench-201 benchmark itself trained with ReLU.
 
