@@ -134,8 +134,8 @@ def add_meta_step_args(p) -> None:
                    help="another meta-train config value, e.g. inner_steps=8 (repeat)")
 
 
-def meta_step_setup(args, **over):
-    """(config, data set) of the options of ``add_meta_step_args`` plus config values ``over``."""
+def meta_step_setup(args):
+    """(config, data set) of the options of ``add_meta_step_args`` (``--set`` values included)."""
     import dataclasses
 
     from gtn_nas.config import MetaTrainConfig, build_config
@@ -151,5 +151,5 @@ def meta_step_setup(args, **over):
         values[name] = (value.lower() in ("1", "true") if kind.startswith("bool") else
                         int(value) if kind.startswith("int") else
                         float(value) if kind.startswith("float") else value)
-    cfg = build_config(MetaTrainConfig, args.preset, {**values, **over})
+    cfg = build_config(MetaTrainConfig, args.preset, values)
     return cfg, load_dataset(cfg.dataset, args.data_dir, cfg.split_seed)
