@@ -11,8 +11,9 @@ architectures per minute (compile time apart), retrain images per second.
 
 FLOPs come from XLA's cost analysis of the compiled meta-step; the peak is a float32 matmul
 timed in the same process, and counted on a lowering with the inner loop unrolled (XLA's cost
-analysis counts a loop body once; see ``scaling.unrolled_flops``). Peak memory is the device's on accelerators, the process's resident
-set on CPU.
+analysis counts a loop body once; see ``scaling.unrolled_flops``). Peak memory is the device's on
+accelerators, the process's resident set on CPU; ``--torch`` runs the PyTorch peer in a process of
+its own, so both resident sets hold one framework, the data set and its own step.
 """
 
 from __future__ import annotations
@@ -164,19 +165,25 @@ def main() -> None:
         else:
             os.environ["GTN_NAS_CONV"] = user_conv
         if args.torch:
-            from benchmarks.torch_meta_step import time_torch_meta_steps
+            from benchmarks.torch_meta_step import run_torch_meta_steps
 
-            tr = time_torch_meta_steps(preset, args.steps, args.data_dir, m["cores"], overrides)
+            try:
+                tr = run_torch_meta_steps(preset, args.steps, args.data_dir, m["cores"], overrides)
+            except RuntimeError as e:
+                raise SystemExit(f"speed.py --torch: {e}") from None
             print(json.dumps(tr))
             r["torch"] = tr
             jax_s = 1 / r["steps_per_s"]
             r["jax_over_torch"] = round(jax_s / tr["s_per_step"], 3)
+            r["jax_over_torch_memory"] = round(r["peak_memory_mb"] / tr["peak_memory_mb"], 3)
             torch_rows.append(f"| {preset} | {learner} | {jax_s:.3f} | {tr['s_per_step']:.3f} | "
-                              f"{r['jax_over_torch']:.2f}x | torch {tr['torch']}, "
-                              f"{tr['threads']} threads |")
+                              f"{r['jax_over_torch']:.2f}x | {r['peak_memory_mb']:.0f} MB | "
+                              f"{tr['peak_memory_mb']:.0f} MB | {r['jax_over_torch_memory']:.2f}x "
+                              f"| torch {tr['torch']}, {tr['threads']} threads |")
     if torch_rows:
         lines += ["", "| preset | learner | JAX s / meta-step | eager PyTorch s / meta-step | "
-                  "JAX / PyTorch time | PyTorch |", "|---|---|---|---|---|---|"] + torch_rows
+                  "JAX / PyTorch time | JAX peak memory | PyTorch peak memory | JAX / PyTorch "
+                  "memory | PyTorch |", "|---|---|---|---|---|---|---|---|---|"] + torch_rows
     if args.search_gtn:
         lines += ["", "| search budget | wall | archs/min | compile total | compile share | program |",
                   "|---|---|---|---|---|---|"]

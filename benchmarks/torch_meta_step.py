@@ -7,12 +7,25 @@ the learner's mean-only BN (its stored mean carried to the eval-mode meta-loss),
 heavy-ball SGD kept in the autograd graph (``create_graph=True``: exact second order), the
 real-data meta-loss, global-norm clipping and Adam. Not bit-matched with the JAX program (other
 random streams); it exists to time the same work. PyTorch is optional: ``pip install torch``.
+
+speed.py runs it as a process of its own, so that its peak resident memory is PyTorch's alone:
+
+    python benchmarks/torch_meta_step.py --preset cpu --learner base_fc --learner-width 16 --steps 3
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
+import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(cfg, image_size: int, num_classes: int, threads: int):
@@ -165,4 +178,44 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int,
     return {"preset": preset, "learner": cfg.learner, "learner_width": cfg.learner_width,
             "steps": steps, "s_per_step": round(wall / steps, 4),
             "first_step_s": round(first, 3), "torch": torch.__version__, "threads": threads,
-            "meta_loss_first": round(first_loss, 4), "meta_loss_last": round(loss, 4)}
+            "meta_loss_first": round(first_loss, 4), "meta_loss_last": round(loss, 4),
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def run_torch_meta_steps(preset: str, steps: int, data_dir, threads: int,
+                         overrides: dict | None = None) -> dict:
+    """``time_torch_meta_steps`` in a fresh process: its peak memory is then PyTorch's own, not
+    this (JAX) process's. Raises RuntimeError with the child's last line when it fails."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--preset", preset, "--steps", str(steps),
+           "--threads", str(threads), "--overrides", json.dumps(overrides or {})]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the PyTorch meta-step failed: {tail}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="default: the machine's cores")
+    ap.add_argument("--learner", default=None)
+    ap.add_argument("--learner-width", type=int, default=None)
+    ap.add_argument("--overrides", default="{}", help="config values as JSON (speed.py's)")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))  # JAX stays uninitialised here: the peak is PyTorch's alone
+    overrides = json.loads(args.overrides)
+    overrides.update({k: v for k, v in (("learner", args.learner),
+                                        ("learner_width", args.learner_width)) if v is not None})
+    threads = args.threads or len(os.sched_getaffinity(0))
+    print(json.dumps(time_torch_meta_steps(args.preset, args.steps, args.data_dir, threads,
+                                           overrides)))
+
+
+if __name__ == "__main__":
+    main()

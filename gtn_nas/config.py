@@ -158,7 +158,8 @@ class MetaTrainConfig:
     dataset: str = option("mnist", "Data set.", choices=Dataset)
     data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
     preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests, seconds), cpu (minutes on "
-                         "2 cores), cpu-conv (the paper's conv learner, ~15 min on 2 cores), "
+                         "2 cores), cpu-conv (the paper's conv learner, 11-13 min on 2 AVX-512 "
+                         "cores, ~20 with AVX2), "
                          "paper (the paper's, GPU); options given override them.",
                          choices=Preset)
     learner: str = option("mlp", "Meta-training learner: a fixed network or a search space "

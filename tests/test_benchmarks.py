@@ -71,3 +71,47 @@ def test_zero_cost_benchmark_verdict_uses_the_published_range():
     assert verdict("snip", 0.551) == "yes" and verdict("snip", 0.549) == "no"  # 0.60-0.65 ± 0.05
     assert verdict("naswot", 0.86) == "no" and verdict("flops", 0.9) == "-"
     assert verdict("jacov", None) == "-"
+
+
+def test_torch_peer_failure_is_one_line_naming_its_cause(fake_mnist):
+    """speed.py's PyTorch peer runs in a process of its own; when it fails (here: an unknown
+    preset, or no PyTorch installed) the caller gets one RuntimeError line, not the child's
+    traceback."""
+    import pytest
+
+    from benchmarks.torch_meta_step import run_torch_meta_steps
+
+    with pytest.raises(RuntimeError, match=r"^the PyTorch meta-step failed: \S") as e:
+        run_torch_meta_steps("no-such-preset", 1, fake_mnist, 1)
+    assert "\n" not in str(e.value)
+
+
+def test_torch_peer_reports_its_own_time_and_peak_memory(fake_mnist):
+    """With PyTorch installed: the tiny preset's base_fc meta-step in eager PyTorch, in a child
+    process, returns its time, a finite meta-loss and the child's own peak resident memory."""
+    import math
+
+    import pytest
+
+    pytest.importorskip("torch")
+    from benchmarks.torch_meta_step import run_torch_meta_steps
+
+    r = run_torch_meta_steps("tiny", 1, fake_mnist, 1, {"learner": "base_fc", "learner_width": 2,
+                                                         "meta_batch_size": 8})
+    assert r["s_per_step"] > 0 and math.isfinite(r["meta_loss_last"])
+    assert r["learner"] == "base_fc" and r["peak_memory_mb"] > 10
+
+
+def test_search_cost_times_each_program_per_architecture():
+    """benchmarks/search_cost.py: exact compiles per architecture, the shared supernet once (and
+    its per-architecture compile is then zero); every part of the cost is measured."""
+    from benchmarks.search_cost import measure
+
+    r = measure(["exact", "switch"], archs=1, seed=0, channels=2, cells=1, steps=2, batch=4,
+                eval_images=8, log=lambda m: None)
+    assert set(r) == {"exact", "switch"}
+    assert r["exact"]["compile_s"] > 0 and "compile_once_s" not in r["exact"]
+    assert r["switch"]["compile_s"] == 0 and r["switch"]["compile_once_s"] > 0
+    for v in r.values():
+        assert min(v["init_s"], v["steps_s"], v["eval_s"]) > 0
+        assert abs(v["total_s"] - v["compile_s"] - v["init_s"] - v["steps_s"] - v["eval_s"]) < 0.01
