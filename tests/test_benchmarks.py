@@ -1,8 +1,11 @@
 """Benchmark helpers whose figures RESULTS.md relies on."""
 
+import math
 import os
+
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks.scaling import _flops, unrolled_flops
 from gtn_nas.core.learners import make_learner
@@ -77,8 +80,6 @@ def test_torch_peer_failure_is_one_line_naming_its_cause(fake_mnist):
     """speed.py's PyTorch peer runs in a process of its own; when it fails (here: an unknown
     preset, or no PyTorch installed) the caller gets one RuntimeError line, not the child's
     traceback."""
-    import pytest
-
     from benchmarks.torch_meta_step import run_torch_meta_steps
 
     with pytest.raises(RuntimeError, match=r"^the PyTorch meta-step failed: \S") as e:
@@ -89,10 +90,6 @@ def test_torch_peer_failure_is_one_line_naming_its_cause(fake_mnist):
 def test_torch_peer_reports_its_own_time_and_peak_memory(fake_mnist):
     """With PyTorch installed: the tiny preset's base_fc meta-step in eager PyTorch, in a child
     process, returns its time, a finite meta-loss and the child's own peak resident memory."""
-    import math
-
-    import pytest
-
     pytest.importorskip("torch")
     from benchmarks.torch_meta_step import run_torch_meta_steps
 
