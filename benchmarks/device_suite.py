@@ -286,7 +286,8 @@ def proxy(suite: Suite, alloc: float) -> dict:
             else ["--channels", "16", "--cells", "5", "--archs", str(args.proxy_archs)])
     left = end - time.time()
     argv = _python("benchmarks/proxy.py", "--gtn", str(gtn), "--truth", "nb201", "--dataset",
-                   "cifar10", "--zero-cost", "--no-record", "--quiet", "--out", str(bench),
+                   "cifar10", "--zero-cost", "--gtn-bn-real", "--no-record", "--quiet", "--out",
+                   str(bench),
                    "--time-budget", f"{max(1.0, 0.85 * left - 10):.0f}", *size)
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]

@@ -13,6 +13,8 @@ the same command continues it):
 - ``real-long/``: real data at ``--long-factor`` x T steps (the paper's comparison: 9x);
 - ``real@S/``, ``gtn@S/``: real data and the GTN at each shorter length S of ``--curve`` (the
   paper's figure: rank correlation against the number of proxy steps);
+- ``gtn-bnreal/`` (``--gtn-bn-real``): the GTN proxy evaluated with batch-norm statistics of one
+  real batch (`gtn-nas search --gtn-bn real`), beside the plain one;
 - ``truth/`` (``--truth long``): the ground truth, real data for ``--truth-steps`` steps with a
   cosine-decayed lr; ``--truth nb201`` reads NAS-Bench-201's CIFAR-10 table instead.
 
@@ -63,6 +65,9 @@ def stages(args, steps: int) -> dict[str, dict]:
                                  real_steps=s)
         if args.gtn and s < steps:
             plan[f"gtn@{s}"] = dict(common, out=str(out / f"gtn@{s}"), proxies=("gtn",), steps=s)
+    if args.gtn and args.gtn_bn_real:
+        plan["gtn-bnreal"] = dict(common, out=str(out / "gtn-bnreal"), proxies=("gtn",),
+                                  steps=steps, gtn_bn="real")
     if args.truth == "long":
         plan["truth"] = dict(common, out=str(out / "truth"), proxies=("real",),
                              real_steps=args.truth_steps, real_lr=args.truth_lr,
@@ -120,7 +125,7 @@ def series_of(plan: dict[str, dict], rows: dict[str, dict], common: list[int]) -
            for p in plan["proxy"]["proxies"]}
     out["real-long"] = [rows["real-long"][i]["real_score"] for i in common]
     for name, over in plan.items():
-        if "@" in name:
+        if "@" in name or name == "gtn-bnreal":
             out[name] = [rows[name][i][score_column(over["proxies"][0])] for i in common]
     return out
 
@@ -166,6 +171,25 @@ def correlations(plan: dict[str, dict], rows: dict[str, dict], truth_of: dict[st
     series["truth"] = truth.tolist()
     series["idx"] = common
     return metrics, series
+
+
+TARGET_RIVALS = ("real", "real-long", "params")  # issue #22: the GTN must beat each of these
+
+
+def paired_wins(series: dict[str, list], of: str = "gtn") -> dict[str, float]:
+    """How often ``of``'s ρ beats each rival's over the same bootstrap resamples of the
+    architectures: the paired reading of the targets, which 50 cells cannot settle by ρ alone."""
+    import numpy as np
+
+    from gtn_nas.commands.rank import bootstrap_spearman
+
+    rivals = [k for k in TARGET_RIVALS if k in series]
+    if of not in series or not rivals:
+        return {}
+    rho = bootstrap_spearman(np.array([series[of]] + [series[k] for k in rivals], float),
+                             np.array(series["truth"], float))
+    ok = np.isfinite(rho).all(axis=0)
+    return {k: float(np.mean(rho[0, ok] > rho[j + 1, ok])) for j, k in enumerate(rivals)}
 
 
 def plot(series: dict[str, list], metrics: dict[str, dict], labels: dict[str, str], out: Path,
@@ -236,6 +260,8 @@ def main() -> None:
     ap.add_argument("--zero-cost", action="store_true", help="also score the zero-cost proxies "
                     f"({', '.join(ZERO_COST_PROXIES)})")
     ap.add_argument("--zc-batch-size", type=int, default=64)
+    ap.add_argument("--gtn-bn-real", action="store_true", help="also score the GTN proxy with "
+                    "batch-norm statistics of one real batch (search --gtn-bn real)")
     ap.add_argument("--real-lr", type=float, default=0.1)
     ap.add_argument("--real-momentum", type=float, default=0.9)
     ap.add_argument("--truth", choices=("long", "nb201"), default="long", help="long: real data "
@@ -283,6 +309,7 @@ def main() -> None:
                    for a, b in COMBINED})
     labels.update({k: f"{'GTN proxy' if k.startswith('gtn') else 'real data'}, "
                    f"{k.split('@')[1]} steps" for k in plan if "@" in k})
+    labels["gtn-bnreal"] = f"GTN proxy, {steps} steps, BN statistics of real data"
     labels = {k: v for k, v in labels.items() if k in series}
     out = Path(args.out)
     truth_label = ("NB201 CIFAR-10 test accuracy %" if truth_of is not None
@@ -299,7 +326,9 @@ def main() -> None:
             tr = [rows[name][i].get(f"{c}_train_s") or 0.0 for i in series["idx"]]
             co = [rows[name][i].get(f"{c}_compile_s") or 0.0 for i in series["idx"]]
             per_arch[f"{name}:{c}"] = {"train_s_mean": sum(tr) / n, "compile_s_mean": sum(co) / n}
+    wins = {g: paired_wins(series, g) for g in ("gtn", "gtn-bnreal") if g in series}
     result = {"machine": m, "args": vars(args), "steps": steps, "n": n, "metrics": metrics,
+              "gtn_beats_rival_bootstrap": wins,
               "series": series, "rho_vs_steps": points, "stage_wall_s_this_run": walls,
               "per_arch_s": per_arch, "figures": figures}
     truth = series["truth"]
@@ -314,7 +343,7 @@ def main() -> None:
              f"({args.space}, C={args.channels}, N={args.cells}, search seed {args.seed}, "
              f"{args.eval_subset} validation images). {truth_text}. Real proxies: lr "
              f"{args.real_lr}, momentum {args.real_momentum}, constant.", "",
-             "| proxy | Spearman | Kendall | Spearman top 50% | top-10% overlap | truth of its pick (best) | best of 10 | s / arch (train + compile) |",
+             "| proxy | Spearman (95% CI) | Kendall | Spearman top 50% | top-10% overlap | truth of its pick (best) | best of 10 | s / arch (train + compile) |",
              "|---|---|---|---|---|---|---|---|"]
     scale = 1.0 if truth_of is not None else 100.0  # the table is in percent already
     for k in labels:
@@ -325,13 +354,19 @@ def main() -> None:
                 else "its parts'" if "+" in k else "0")
         b = r["best_of_10"]
         best = "n/a" if b is None else f"{scale * b['mean']:.1f} ± {scale * b['std']:.1f}"
-        lines.append(f"| {labels[k]} | {_f(r['spearman'])} | {_f(r['kendall'])} | "
+        ci = r.get("spearman_ci95")
+        rho = _f(r['spearman']) + ("" if ci is None else f" ({ci[0]:.2f} to {ci[1]:.2f})")
+        lines.append(f"| {labels[k]} | {rho} | {_f(r['kendall'])} | "
                      f"{_f(r['spearman_top'])} | {_f(r['top10_overlap'])} | "
                      f"{scale * r['picked_truth']:.1f}% ({scale * r['best_truth']:.1f}%) | {best} | {secs} |")
     if "truth" in plan:
         t = per_arch["truth:real"]
         lines += ["", f"Ground truth cost: {t['train_s_mean']:.1f} s train + {t['compile_s_mean']:.1f} s "
                   "compile per architecture."]
+    for g, w in wins.items():
+        lines += ["", "Paired bootstrap (the same resamples of the architectures for both): share "
+                  f"of resamples in which *{labels[g]}* has the higher Spearman, against " + "; ".join(
+                      f"{labels.get(k, k)}: {100 * v:.0f} %" for k, v in w.items()) + "."]
     lines += ["", f"Figures: {', '.join(figures)}."]
     finish(result, lines, out / "proxy.json", "Proxy quality (benchmarks/proxy.py)", not args.no_record)
 

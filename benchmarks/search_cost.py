@@ -83,12 +83,9 @@ def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: i
                 stepped, compile_s = shared[p][0], 0.0
             a = None if p == "exact" else arch
             t0 = time.perf_counter()
-            st = jax.block_until_ready(stepped._init(jax.random.PRNGKey(i)))
+            st = jax.block_until_ready(stepped.init(jax.random.PRNGKey(i)))
             t1 = time.perf_counter()
-            step = stepped._steps[batch]
-            for t in range(steps):
-                st = step(st, xs[t], ys[t], lrs[t], moms[t], a)
-            jax.block_until_ready(st)
+            st = jax.block_until_ready(stepped.run(st, xs, ys, lrs, moms, a))
             t2 = time.perf_counter()
             acc = stepped.accuracy(st, images, labels, a)
             t3 = time.perf_counter()

@@ -51,6 +51,7 @@ ZERO_COST_PROXIES = ("synflow", "naswot", "jacov", "snip", "grad_norm")  # gtn_n
 Proxy = _choices("Proxy", TRAINED_PROXIES + ("params", "flops") + ZERO_COST_PROXIES)
 Program = _choices("Program", ("auto", "exact", "shared"))
 RealSchedule = _choices("RealSchedule", ("constant", "cosine"))
+GtnBN = _choices("GtnBN", ("synthetic", "real"))
 TruthColumn = _choices("TruthColumn", ("cifar10", "cifar100", "imagenet16"))
 Augment = _choices("Augment", ("auto", "none", "crop", "crop_flip"))
 Activation = _choices("Activation", ("leaky_relu", "relu"))
@@ -355,6 +356,10 @@ class SearchConfig:
     real_batch_size: int | None = option(None, "real proxy: batch size (default: the GTN's).")
     real_schedule: str = option("constant", "real proxy: constant lr, or cosine decay to 0.",
                                 choices=RealSchedule)
+    gtn_bn: str = option("synthetic", "gtn proxy: batch-norm statistics of the eval: synthetic "
+                         "(the last synthetic batch's, as meta-training evaluates) or real "
+                         "(recomputed on one fixed real training batch of the GTN's batch size).",
+                         choices=GtnBN)
     eval_subset: int = option(2000, "Validation images every proxy is scored on.")
     program: str = option("auto", "exact (compile per architecture), shared (nb201: one program "
                           "for all), auto (shared on accelerators).", choices=Program)

@@ -112,3 +112,46 @@ def test_search_cost_times_each_program_per_architecture():
     for v in r.values():
         assert min(v["init_s"], v["steps_s"], v["eval_s"]) > 0
         assert abs(v["total_s"] - v["compile_s"] - v["init_s"] - v["steps_s"] - v["eval_s"]) < 0.01
+
+
+def test_proxy_paired_wins_compare_the_gtn_with_each_target_rival():
+    import numpy as np
+
+    from benchmarks.proxy import paired_wins
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=60)
+    series = {"truth": truth.tolist(), "gtn": (truth + 0.2 * rng.normal(size=60)).tolist(),
+              "real": (truth + 2.0 * rng.normal(size=60)).tolist(),
+              "params": rng.normal(size=60).tolist(), "synflow": truth.tolist()}
+    wins = paired_wins(series)
+    assert set(wins) == {"real", "params"}  # only the targets' rivals that were scored
+    assert wins["real"] > 0.95 and wins["params"] > 0.99
+    assert paired_wins({k: v for k, v in series.items() if k != "gtn"}) == {}
+
+
+def test_proxy_noise_scores_every_seed_and_architecture(gtn_run, fake_mnist):
+    """benchmarks/proxy_noise.py: one accuracy per proxy, seed and architecture (seeds differ),
+    and the table's Spearman of each seed and of the seed mean."""
+    import numpy as np
+
+    from benchmarks.proxy_noise import PROXIES, noise_table, seed_scores
+    from search_spaces import get_space
+
+    space = get_space("nb201")
+    genotypes = [space.from_str(s) for s in (
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|",
+        "|skip_connect~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|skip_connect~2|",
+        "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|nor_conv_3x3~1|none~2|")]
+    cfg = {"gtn": str(gtn_run), "space": "nb201", "channels": 2, "cells": 1, "eval_subset": 16,
+           "seed": 0, "real_lr": 0.1, "real_momentum": 0.9, "steps": None, "real_steps": 2,
+           "real_batch_size": 4}
+    scores = seed_scores(genotypes, 2, cfg, str(fake_mnist), log=lambda s: None)
+    assert set(scores) == set(PROXIES)
+    for by_seed in scores.values():
+        assert np.shape(by_seed) == (2, 3)
+        assert all(0.0 <= a <= 1.0 for row in by_seed for a in row)
+    table = noise_table({"real": [[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]]}, [1.0, 2.0, 3.0])
+    assert table["real"]["per_seed"] == [1.0, -1.0]
+    assert (table["real"]["min"], table["real"]["max"]) == (-1.0, 1.0)
+    assert table["real"]["seed_mean"] == 0.0  # the seeds cancel: a constant mean score

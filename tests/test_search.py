@@ -16,7 +16,8 @@ from gtn_nas.commands import search as lib
 from gtn_nas.config import SearchConfig, build_config
 from gtn_nas.search.indices import genotype_at, indices
 from gtn_nas.config import RankConfig
-from gtn_nas.commands.rank import best_of, rank, rank_metrics
+from gtn_nas.commands.rank import (best_of, bootstrap_spearman, rank, rank_metrics,
+                                   spearman_interval)
 from gtn_nas.search.store import Store
 from search_spaces import get_space
 
@@ -77,6 +78,32 @@ def test_tiny_search_end_to_end_through_the_cli(gtn_run, fake_mnist, tmp_path):
         max(r["gtn_score"] for r in rows))
     from gtn_nas.search.archs import resolve_archs
     assert resolve_archs(str(out / "top" / "01.json"), None, None)[0]
+
+
+def test_gtn_bn_real_recalibrates_the_eval_statistics(uninterrupted, gtn_run, fake_mnist,
+                                                       tmp_path):
+    """--gtn-bn real: the same cells and weights, evaluated with batch-norm statistics of one
+    fixed real batch, so the gtn scores move; a directory keeps the setting it was made with."""
+    from gtn_nas.core.training import recalibrate_bn
+    from gtn_nas.core.unroll import init_inner_state
+    from gtn_nas.errors import ConfigError
+
+    out = tmp_path / "recal"
+    lib.search(_cfg(gtn_run, fake_mnist, out, budget=3, proxies=("gtn",), gtn_bn="real"))
+    rows, base = _rows(out), _rows(uninterrupted[0])
+    assert [r["genotype"] for r in rows] == [r["genotype"] for r in base]
+    assert all(0.0 <= r["gtn_score"] <= 1.0 for r in rows)
+    assert [r["gtn_score"] for r in rows] != [r["gtn_score"] for r in base]
+    with pytest.raises(ConfigError, match="gtn_bn"):
+        lib.search(_cfg(gtn_run, fake_mnist, out, budget=3, proxies=("gtn",)))
+    # With momentum-0 statistics, eval mode after recalibrating on x is train mode on x.
+    space = get_space("nb201")
+    learner = space.learner(space.from_str(rows[0]["genotype"]), 2, 1, 10, (28, 28, 1))
+    st = init_inner_state(learner, jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 28, 28, 1))
+    train_logits, _ = learner.apply(st.params, st.stats, x, True)
+    eval_logits, _ = learner.apply(st.params, recalibrate_bn(learner, st, x).stats, x, False)
+    np.testing.assert_allclose(eval_logits, train_logits, rtol=1e-4, atol=1e-5)
 
 
 def test_killed_search_resumes_to_the_same_rows(uninterrupted, gtn_run, fake_mnist, tmp_path):
@@ -158,6 +185,30 @@ def test_rank_metrics_match_hand_computed_values():
     assert m["picked_truth_rank"] == 1 and m["top10_overlap"] == 1.0
 
 
+def test_bootstrap_spearman_is_scipys_rho_on_each_paired_resample():
+    """Each resample's rho equals scipy's on the same rows (ties included), every proxy sees the
+    same resamples, and the interval holds rho and narrows as architectures are added."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=40)
+    proxies = np.stack([np.round(truth + rng.normal(size=40)), truth + 0.1 * rng.normal(size=40)])
+    rho = bootstrap_spearman(proxies, truth, resamples=50, seed=7)
+    idx = np.random.default_rng(7).integers(0, 40, (50, 40))
+    for r in (0, 17, 49):
+        for p in range(2):
+            assert rho[p, r] == pytest.approx(
+                stats.spearmanr(proxies[p][idx[r]], truth[idx[r]]).statistic)
+    assert np.mean(rho[1] > rho[0]) > 0.9  # the nearly exact proxy wins paired resamples
+    lo, hi = spearman_interval(proxies[0], truth)
+    assert lo < stats.spearmanr(proxies[0], truth).statistic < hi
+    big = rng.normal(size=400)
+    lo4, hi4 = spearman_interval(big + rng.normal(size=400), big)
+    assert hi4 - lo4 < (hi - lo) / 2
+    assert spearman_interval(np.ones(10), truth[:10]) is None  # a constant proxy: no interval
+    assert rank_metrics(proxies[0], truth)["spearman_ci95"] == [lo, hi]
+
+
 def _hand_store(folder, scores, proxy="gtn"):
     folder.mkdir(parents=True)
     space = get_space("nb201")
@@ -236,7 +287,7 @@ def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, 
     out = tmp_path / "bench"
     argv = ["proxy.py", "--gtn", str(gtn_run), "--channels", "2", "--eval-subset", "16",
             "--program", "exact", "--long-factor", "2", "--truth-steps", "6", "--chunk", "2",
-            "--curve", "2", "--zero-cost", "--zc-batch-size", "8",
+            "--curve", "2", "--zero-cost", "--zc-batch-size", "8", "--gtn-bn-real",
             "--data-dir", str(fake_mnist), "--out", str(out), "--no-record", "--quiet"]
     monkeypatch.setattr("sys.argv", argv + ["--archs", "2"])
     bench.main()
@@ -256,8 +307,10 @@ def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, 
 
     np.testing.assert_allclose(result["series"]["gtn+naswot"], (rankdata(result["series"]["gtn"])
                                + rankdata(result["series"]["naswot"])) / 2)
+    assert json.loads((out / "gtn-bnreal" / "config.json").read_text())["gtn_bn"] == "real"
+    assert set(result["gtn_beats_rival_bootstrap"]) == {"gtn", "gtn-bnreal"}
     for k in ("gtn", "real", "real-long", "params", "flops", "synflow", "naswot", "gtn@2",
-              "gtn+naswot", "gtn+synflow", "real@2"):
+              "gtn+naswot", "gtn+synflow", "real@2", "gtn-bnreal"):
         m = result["metrics"][k]
         assert m["n"] == 3 and (m["spearman"] is None or -1 <= m["spearman"] <= 1)
         assert (out / f"proxy-{k}.png").stat().st_size > 0
@@ -292,6 +345,18 @@ def test_shared_scan_program_scores_like_exact(uninterrupted, gtn_run, fake_mnis
     for col in ("gtn_score", "real_score"):
         np.testing.assert_allclose([r[col] for r in scan], [r[col] for r in exact], atol=1 / 16)
     assert [r["gtn_compile_s"] > 0 for r in scan] == [True, False, False]
+
+
+def test_gtn_bn_real_scores_alike_stepped_and_in_the_scan_program(gtn_run, fake_mnist, tmp_path,
+                                                                   monkeypatch):
+    """--gtn-bn real recalibrates in both places a gtn score is computed: the CPU's stepped
+    genotype networks and the accelerator's whole scan program of the supernet."""
+    kw = dict(budget=3, proxies=("gtn",), gtn_bn="real")
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "exact", **kw))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "scan", program="shared", **kw))
+    np.testing.assert_allclose([r["gtn_score"] for r in _rows(tmp_path / "scan")],
+                               [r["gtn_score"] for r in _rows(tmp_path / "exact")], atol=1 / 16)
 
 
 def test_compiled_programs_are_keyed_on_all_they_bake_in(gtn_run, fake_mnist, tmp_path,

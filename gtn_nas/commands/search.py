@@ -201,6 +201,7 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
         "split_seed": split_seed, **sizes, "steps": steps, "real_steps": real_steps,
         "real_batch_size": real_batch, "real_lr": cfg.real_lr,
         "real_momentum": cfg.real_momentum, "real_schedule": cfg.real_schedule,
+        "gtn_bn": cfg.gtn_bn if mcfg is not None else None,
         "eval_subset": cfg.eval_subset, "program": program, "zc_batch_size": cfg.zc_batch_size,
     }
     store.bind(identity)

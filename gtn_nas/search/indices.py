@@ -28,6 +28,12 @@ def zero_cost_batch_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
 
 
+def bn_batch_key(seed: int) -> jax.Array:
+    """The key of a search's one real batch for ``--gtn-bn real``: another index no
+    architecture has."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 2)
+
+
 def genotype_at(space, cfg: SearchConfig, index: int):
     """The genotype of architecture ``index`` (sampled, or the index-th ``--arch`` string)."""
     if cfg.archs:

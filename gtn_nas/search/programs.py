@@ -41,6 +41,7 @@ class ProxySetup:
     std: tuple[float, ...]
     chunk: int  # validation images per eval chunk
     args: tuple  # treedef, shapes and dtypes of the programs' array arguments
+    gtn_bn: str = "synthetic"  # gtn proxy: the eval's batch-norm statistics (SearchConfig.gtn_bn)
     conv: str = ""  # filled in by ``with_conv``
 
     def with_conv(self) -> "ProxySetup":

@@ -33,11 +33,12 @@ import jax.numpy as jnp
 
 from gtn_nas.config import ZERO_COST_PROXIES, SearchConfig
 from gtn_nas.core.cost import count_flops, count_params
-from gtn_nas.core.training import (SteppedLearner, lr_schedule, real_batches, score,
-                                   train_on_real, train_on_teacher)
+from gtn_nas.core.training import (SteppedLearner, lr_schedule, real_batches, recalibrate_bn,
+                                   score, train_on_real, train_on_teacher)
 from gtn_nas.io.data import subset
 from gtn_nas.search.programs import PROGRAMS, ProxySetup, signature
-from gtn_nas.search.indices import zero_cost_batch_key
+from gtn_nas.core.images import normalize
+from gtn_nas.search.indices import bn_batch_key, zero_cost_batch_key
 from gtn_nas.search.store import COLUMN_PROXIES, Row
 
 
@@ -63,10 +64,15 @@ class Scorer:
             "train": (jnp.asarray(data.train.images), jnp.asarray(data.train.labels)),
             "opt": (jnp.float32(cfg.real_lr), jnp.float32(cfg.real_momentum)),
         }
+        gtn_bn = cfg.gtn_bn if teacher is not None else "synthetic"
+        if gtn_bn == "real":  # every architecture's statistics from the same real images
+            pick = jax.random.randint(bn_batch_key(cfg.seed), (teacher.batch_size,), 0,
+                                      len(data.train.labels))
+            self.args["bn"] = normalize(jnp.asarray(data.train.images)[pick], data.mean, data.std)
         self.setup = ProxySetup(
             space.name, int(sizes["channels"]), int(sizes["cells"]), tuple(sizes["input_shape"]),
             data.num_classes, teacher, steps, real_steps, real_batch, cfg.real_schedule,
-            tuple(data.mean), tuple(data.std), min(1000, len(v_lab)), signature(self.args))
+            tuple(data.mean), tuple(data.std), min(1000, len(v_lab)), signature(self.args), gtn_bn)
         self.whole = program == "shared" and jax.default_backend() != "cpu"
 
     # -- the learners ---------------------------------------------------------------------------
@@ -93,6 +99,8 @@ class Scorer:
             learner = self._learner_of(None)(arch)
             if proxy == "gtn":
                 st = train_on_teacher(s.teacher, learner, args["meta"], key, s.steps)
+                if s.gtn_bn == "real":
+                    st = recalibrate_bn(learner, st, args["bn"])
             else:
                 lr, mom = args["opt"]
                 st = train_on_real(learner, *args["train"], key, steps=s.real_steps,
@@ -163,6 +171,8 @@ class Scorer:
         k_init, xs, ys, lrs, moms = batches(self.args, key)
         t0 = time.perf_counter()
         st = stepped.train(k_init, xs, ys, lrs, moms, arch)
+        if proxy == "gtn" and self.setup.gtn_bn == "real":
+            st = stepped.recalibrate(st, self.args["bn"], arch)
         value = stepped.accuracy(st, *self.args["val"], arch)
         return value, time.perf_counter() - t0, compile_s + batch_compile_s
 
