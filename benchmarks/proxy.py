@@ -176,7 +176,7 @@ def correlations(plan: dict[str, dict], rows: dict[str, dict], truth_of: dict[st
 TARGET_RIVALS = ("real", "real-long", "params")  # issue #22: the GTN must beat each of these
 
 
-def paired_wins(series: dict[str, list], of: str = "gtn") -> dict[str, float]:
+def paired_wins(series: dict[str, list], of: str = "gtn") -> dict[str, float | None]:
     """How often ``of``'s ρ beats each rival's over the same bootstrap resamples of the
     architectures: the paired reading of the targets, which 50 cells cannot settle by ρ alone."""
     import numpy as np
@@ -188,8 +188,9 @@ def paired_wins(series: dict[str, list], of: str = "gtn") -> dict[str, float]:
         return {}
     rho = bootstrap_spearman(np.array([series[of]] + [series[k] for k in rivals], float),
                              np.array(series["truth"], float))
-    ok = np.isfinite(rho).all(axis=0)
-    return {k: float(np.mean(rho[0, ok] > rho[j + 1, ok])) for j, k in enumerate(rivals)}
+    ok = np.isfinite(rho).all(axis=0)  # resamples where every rho is defined (none: None)
+    return {k: float(np.mean(rho[0, ok] > rho[j + 1, ok])) if ok.any() else None
+            for j, k in enumerate(rivals)}
 
 
 def plot(series: dict[str, list], metrics: dict[str, dict], labels: dict[str, str], out: Path,
@@ -366,7 +367,8 @@ def main() -> None:
     for g, w in wins.items():
         lines += ["", "Paired bootstrap (the same resamples of the architectures for both): share "
                   f"of resamples in which *{labels[g]}* has the higher Spearman, against " + "; ".join(
-                      f"{labels.get(k, k)}: {100 * v:.0f} %" for k, v in w.items()) + "."]
+                      f"{labels.get(k, k)}: " + ("n/a" if v is None else f"{100 * v:.0f} %")
+                      for k, v in w.items()) + "."]
     lines += ["", f"Figures: {', '.join(figures)}."]
     finish(result, lines, out / "proxy.json", "Proxy quality (benchmarks/proxy.py)", not args.no_record)
 

@@ -267,4 +267,5 @@ def _fmt_best(b: dict[str, float] | None) -> str:
     return "n/a" if b is None else f"{b['mean']:.4g} ± {b['std']:.2g}"
 
 
-__all__ = ["best_of", "bootstrap_spearman", "spearman_interval", "nb201_truth", "rank", "rank_metrics", "search_truth"]
+__all__ = ["best_of", "bootstrap_spearman", "nb201_truth", "rank", "rank_metrics",
+           "search_truth", "spearman_interval"]

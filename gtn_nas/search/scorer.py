@@ -68,7 +68,7 @@ class Scorer:
         if gtn_bn == "real":  # every architecture's statistics from the same real images
             pick = jax.random.randint(bn_batch_key(cfg.seed), (teacher.batch_size,), 0,
                                       len(data.train.labels))
-            self.args["bn"] = normalize(jnp.asarray(data.train.images)[pick], data.mean, data.std)
+            self.args["bn"] = normalize(self.args["train"][0][pick], data.mean, data.std)
         self.setup = ProxySetup(
             space.name, int(sizes["channels"]), int(sizes["cells"]), tuple(sizes["input_shape"]),
             data.num_classes, teacher, steps, real_steps, real_batch, cfg.real_schedule,
