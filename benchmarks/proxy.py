@@ -346,6 +346,8 @@ def main() -> None:
              f"{args.real_lr}, momentum {args.real_momentum}, constant.", "",
              "| proxy | Spearman (95% CI) | Kendall | Spearman top 50% | top-10% overlap | truth of its pick (best) | best of 10 | s / arch (train + compile) |",
              "|---|---|---|---|---|---|---|---|"]
+    from gtn_nas.commands.rank import format_interval
+
     scale = 1.0 if truth_of is not None else 100.0  # the table is in percent already
     for k in labels:
         r = metrics[k]
@@ -355,8 +357,7 @@ def main() -> None:
                 else "its parts'" if "+" in k else "0")
         b = r["best_of_10"]
         best = "n/a" if b is None else f"{scale * b['mean']:.1f} ± {scale * b['std']:.1f}"
-        ci = r.get("spearman_ci95")
-        rho = _f(r['spearman']) + ("" if ci is None else f" ({ci[0]:.2f} to {ci[1]:.2f})")
+        rho = _f(r['spearman']) + format_interval(r.get("spearman_ci95"))
         lines.append(f"| {labels[k]} | {rho} | {_f(r['kendall'])} | "
                      f"{_f(r['spearman_top'])} | {_f(r['top10_overlap'])} | "
                      f"{scale * r['picked_truth']:.1f}% ({scale * r['best_truth']:.1f}%) | {best} | {secs} |")

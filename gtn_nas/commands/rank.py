@@ -237,7 +237,7 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         m["plot"] = str(png)
         results[proxy] = m
         table.append({"proxy": proxy, "n": m["n"],
-                      "spearman (95% CI)": _fmt(m["spearman"]) + _fmt_interval(m["spearman_ci95"]),
+                      "spearman (95% CI)": _fmt(m["spearman"]) + format_interval(m["spearman_ci95"]),
                       "kendall": _fmt(m["kendall"]),
                       f"spearman top {cfg.top_fraction:.0%}": _fmt(m["spearman_top"]),
                       f"kendall top {cfg.top_fraction:.0%}": _fmt(m["kendall_top"]),
@@ -259,7 +259,8 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-def _fmt_interval(ci: list[float] | None) -> str:
+def format_interval(ci: list[float] | None) -> str:
+    """" (lo to hi)" after a rho, or nothing where there is no interval (rank and proxy tables)."""
     return "" if ci is None else f" ({ci[0]:.2f} to {ci[1]:.2f})"
 
 
@@ -267,5 +268,5 @@ def _fmt_best(b: dict[str, float] | None) -> str:
     return "n/a" if b is None else f"{b['mean']:.4g} ± {b['std']:.2g}"
 
 
-__all__ = ["best_of", "bootstrap_spearman", "nb201_truth", "rank", "rank_metrics",
+__all__ = ["best_of", "bootstrap_spearman", "format_interval", "nb201_truth", "rank", "rank_metrics",
            "search_truth", "spearman_interval"]
