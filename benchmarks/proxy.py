@@ -130,7 +130,8 @@ def series_of(plan: dict[str, dict], rows: dict[str, dict], common: list[int]) -
     return out
 
 
-COMBINED = (("gtn", "naswot"), ("gtn", "synflow"))
+COMBINED = (("gtn", "naswot"), ("gtn", "synflow"), ("gtn-bnreal", "naswot"),
+            ("gtn-bnreal", "synflow"))
 
 
 def combined(series: dict[str, list]) -> dict[str, list]:
@@ -306,8 +307,8 @@ def main() -> None:
               "real-long": f"real data, {long_steps} steps", "params": "parameter count",
               "flops": "FLOPs"}
     labels.update({k: k for k in ZERO_COST_PROXIES})
-    labels.update({f"{a}+{b}": f"rank mean of {'GTN' if a == 'gtn' else a} and {b}"
-                   for a, b in COMBINED})
+    gtn_names = {"gtn": "GTN", "gtn-bnreal": "GTN (real-data BN)"}
+    labels.update({f"{a}+{b}": f"rank mean of {gtn_names[a]} and {b}" for a, b in COMBINED})
     labels.update({k: f"{'GTN proxy' if k.startswith('gtn') else 'real data'}, "
                    f"{k.split('@')[1]} steps" for k in plan if "@" in k})
     labels["gtn-bnreal"] = f"GTN proxy, {steps} steps, BN statistics of real data"

@@ -160,8 +160,8 @@ class MetaTrainConfig:
     data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
     preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests, seconds), cpu (minutes on "
                          "2 cores), cpu-conv (the paper's conv learner, 11-13 min on 2 AVX-512 "
-                         "cores, ~20 with AVX2), "
-                         "paper (the paper's, GPU); options given override them.",
+                         "cores, ~20 with AVX2; with --dataset cifar10 base_larger2 at width 8, "
+                         "~20 min), paper (the paper's, GPU); options given override them.",
                          choices=Preset)
     learner: str = option("mlp", "Meta-training learner: a fixed network or a search space "
                           "(a new architecture every outer step).", choices=LearnerName)
@@ -654,9 +654,15 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                       auxiliary=True, dropout=0.4, log_every=50),
     },
 }
-# CIFAR-10 uses the paper's architecture-search settings on top of the paper preset (gtn-spec 1.8).
-CIFAR_OVERRIDES = dict(meta_lr=0.004, meta_b2=0.9, meta_eps=1e-5, meta_batch_size=256,
-                       intermediate_every=16, inner_steps=128, augment=True, learner="base_larger2")
+# CIFAR-10 meta-training, per preset. `paper`: the paper's architecture-search settings
+# (gtn-spec 1.8). `cpu-conv`: the paper's CIFAR-10 learner shape (`base_larger2`: strided convs,
+# global pooling, like NB201's networks) at a width 2 cores meta-train in ~20 min (2.2 s per
+# meta-step at B=64); the GTN of the NB201/CIFAR-10 proxy table (benchmarks/RESULTS.md).
+CIFAR_OVERRIDES = {
+    "paper": dict(meta_lr=0.004, meta_b2=0.9, meta_eps=1e-5, meta_batch_size=256,
+                  intermediate_every=16, inner_steps=128, augment=True, learner="base_larger2"),
+    "cpu-conv": dict(learner="base_larger2", learner_width=8, iterations=400),
+}
 
 
 def preset_values(cls, preset: str) -> dict[str, Any]:
@@ -676,8 +682,8 @@ def build_config(cls: type[C], preset: str | None, given: dict[str, Any]) -> C:
         given = cls.adjust(given)
     preset = preset or DEFAULT_PRESET
     values = preset_values(cls, preset)
-    if cls is MetaTrainConfig and given.get("dataset") == "cifar10" and preset == "paper":
-        values.update(CIFAR_OVERRIDES)
+    if cls is MetaTrainConfig and given.get("dataset") == "cifar10":
+        values.update(CIFAR_OVERRIDES.get(preset, {}))
     values.update(given)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if "preset" in names:

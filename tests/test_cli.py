@@ -240,6 +240,20 @@ def test_help_lists_choices_and_preset_defaults():
     assert "[gtn|real|params|flops" in joined and "grad_norm]" in joined  # the choices may wrap
 
 
+def test_cifar10_meta_training_settings_per_preset():
+    """CIFAR-10 swaps in the paper's CIFAR learner under `paper` and `cpu-conv`; an explicit
+    option still wins, and presets without CIFAR-10 settings keep their own."""
+    paper = build_config(MetaTrainConfig, "paper", {"dataset": "cifar10"})
+    assert (paper.learner, paper.inner_steps, paper.meta_batch_size) == ("base_larger2", 128, 256)
+    conv = build_config(MetaTrainConfig, "cpu-conv", {"dataset": "cifar10"})
+    assert (conv.learner, conv.learner_width, conv.iterations, conv.batch_size) == (
+        "base_larger2", 8, 400, 64)
+    assert build_config(MetaTrainConfig, "cpu-conv", {"dataset": "mnist"}).learner == "base_fc"
+    mine = build_config(MetaTrainConfig, "cpu-conv", {"dataset": "cifar10", "learner_width": 4})
+    assert (mine.learner, mine.learner_width) == ("base_larger2", 4)
+    assert build_config(MetaTrainConfig, "cpu", {"dataset": "cifar10"}).learner == "mlp"
+
+
 @pytest.mark.parametrize("cls", ["MetaTrainConfig", "SearchConfig", "RetrainConfig"])
 def test_dataclass_defaults_are_the_default_preset(cls):
     import gtn_nas.config as config

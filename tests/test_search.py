@@ -305,12 +305,14 @@ def test_proxy_benchmark_correlates_the_same_architectures(gtn_run, fake_mnist, 
     assert cfgs["real-long"]["real_steps"] == 2 * cfgs["proxy"]["real_steps"]
     from scipy.stats import rankdata
 
-    np.testing.assert_allclose(result["series"]["gtn+naswot"], (rankdata(result["series"]["gtn"])
-                               + rankdata(result["series"]["naswot"])) / 2)
+    for a, b in (("gtn", "naswot"), ("gtn-bnreal", "synflow")):
+        np.testing.assert_allclose(result["series"][f"{a}+{b}"], (rankdata(result["series"][a])
+                                   + rankdata(result["series"][b])) / 2)
     assert json.loads((out / "gtn-bnreal" / "config.json").read_text())["gtn_bn"] == "real"
     assert set(result["gtn_beats_rival_bootstrap"]) == {"gtn", "gtn-bnreal"}
     for k in ("gtn", "real", "real-long", "params", "flops", "synflow", "naswot", "gtn@2",
-              "gtn+naswot", "gtn+synflow", "real@2", "gtn-bnreal"):
+              "gtn+naswot", "gtn+synflow", "real@2", "gtn-bnreal", "gtn-bnreal+naswot",
+              "gtn-bnreal+synflow"):
         m = result["metrics"][k]
         assert m["n"] == 3 and (m["spearman"] is None or -1 <= m["spearman"] <= 1)
         assert (out / f"proxy-{k}.png").stat().st_size > 0
