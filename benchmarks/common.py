@@ -31,6 +31,21 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB): the kernel's high-water mark of its address
+    space (VmHWM), not ``getrusage``'s ru_maxrss, which Linux carries across fork and exec: a
+    child started by a 5 GB parent reports at least 5 GB there, whatever it used itself."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def isa_env(isa: str) -> dict:
     """The environment of a child process limited to ``isa`` (``default``: XLA's own choice)."""
     env = dict(os.environ)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import one_call_at_a_time, reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import (add_meta_step_args, compile_meta_step, describe, finish,  # noqa: E402
                                machine, meta_step_setup)
@@ -149,6 +149,7 @@ def profile(cfg, data, steps: int) -> dict:
 
 def main() -> None:
     reuse_freed_memory()
+    one_call_at_a_time()  # as meta-train runs its steps
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_meta_step_args(p)
     p.add_argument("--conv", default=None, help="$GTN_NAS_CONV for this run: auto | xla | slices")

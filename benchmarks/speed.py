@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import one_call_at_a_time, reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import describe, finish, machine  # noqa: E402
 from benchmarks.scaling import WARMUP_STEPS, time_meta_steps  # noqa: E402
@@ -97,6 +97,7 @@ def retrain_speed(arch: str, epochs: int, data_dir) -> dict:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
+    one_call_at_a_time()  # as meta-train runs its steps
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="cpu")
     ap.add_argument("--steps", type=int, default=10, help="timed meta-steps per preset")

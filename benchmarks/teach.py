@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtn_nas.io.hostmem import reuse_freed_memory  # noqa: E402
+from gtn_nas.io.hostmem import one_call_at_a_time, reuse_freed_memory  # noqa: E402
 
 from benchmarks.common import describe, finish, isa_env, machine, worst_fall  # noqa: E402
 from gtn_nas import enable_compilation_cache  # noqa: E402
@@ -84,6 +84,7 @@ def run_child(args, seed: int, isa: str, out: Path) -> dict:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX starts its threads (gtn_nas/io/hostmem.py)
+    one_call_at_a_time()  # as meta-train runs its steps
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--iterations", type=int, default=None, help="meta-steps (default: the preset's)")

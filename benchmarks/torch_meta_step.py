@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -156,6 +155,7 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int,
     import numpy as np
     import torch
 
+    from benchmarks.common import peak_rss_mb
     from benchmarks.scaling import WARMUP_STEPS
     from gtn_nas.config import MetaTrainConfig, build_config
     from gtn_nas.io.data import load_dataset
@@ -179,7 +179,7 @@ def time_torch_meta_steps(preset: str, steps: int, data_dir, threads: int,
             "steps": steps, "s_per_step": round(wall / steps, 4),
             "first_step_s": round(first, 3), "torch": torch.__version__, "threads": threads,
             "meta_loss_first": round(first_loss, 4), "meta_loss_last": round(loss, 4),
-            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_memory_mb": peak_rss_mb()}  # its own: ru_maxrss would include speed.py's
 
 
 def run_torch_meta_steps(preset: str, steps: int, data_dir, threads: int,

@@ -149,6 +149,24 @@ GTN_CHECKPOINT_HELP = ("The GTN's meta-parameters to use: best (highest validati
 # meta-train
 
 
+# Width x batch x inner steps of the largest fixed conv learner that `remat auto` keeps every
+# residual of: base_fc at width 16, B=128, T=32 stores ~1.5 GB and then runs 0.8x the time of
+# remat per step, in 2.1 GB in all (benchmarks/RESULTS.md, Speed, 2026-12-05).
+AUTO_REMAT_NONE_MAX = 16 * 128 * 32
+
+
+def auto_remat(learner: str, width: int | None, batch: int, steps: int) -> str:
+    """What `--remat auto` picks. Storing every inner step's residuals is the fastest wherever
+    they fit: the MLPs (~1.1 GB) and the fixed conv learners up to the measured size above.
+    Wider ones (the paper's widths) and the search spaces' supernets (the NB201 one at C=8 did
+    not fit 24 GB) recompute each step in the backward pass instead."""
+    if learner in ("mlp", "linear"):
+        return "none"
+    if learner in FIXED_LEARNERS and width is not None and width * batch * steps <= AUTO_REMAT_NONE_MAX:
+        return "none"
+    return "step"
+
+
 @dataclass(frozen=True)
 class MetaTrainConfig:
     """Everything `gtn-nas meta-train` needs; saved as run_dir/config.json."""
@@ -206,8 +224,9 @@ class MetaTrainConfig:
     intermediate_every: int = option(0, "Real-data loss every U inner steps (0: final only).")
     intermediate_weight: float = option(1.0, "Weight of the intermediate real-data losses.")
     remat: str = option("auto", "Recomputation in the unroll's backward pass (auto: none for the "
-                        "MLP learners, step for conv learners); the same numbers, other time and "
-                        "memory.", choices=Remat, resumable=True)
+                        "MLP learners and small fixed conv learners, step for larger ones and "
+                        "search spaces); the same numbers, other time and memory.", choices=Remat,
+                        resumable=True)
     augment: bool = option(False, "Crop+flip the meta-loss batches (the paper's CIFAR-10 setting).",
                            flags=("--augment/--no-augment",))
     seed: int = option(0, "Root PRNG seed.")
@@ -261,11 +280,8 @@ class MetaTrainConfig:
             # step. Meta-training draws from a fixed pool instead (--arch-pool to change it).
             object.__setattr__(self, "arch_pool", MICRO_POOL)
         if self.remat == "auto":
-            # Measured on 2 cores (benchmarks/RESULTS.md): the MLP unroll fits in ~1.1 GB and
-            # recomputing each step costs 30% more time; a conv learner's residual stacks are
-            # the bigger cost (base_fc: 2.3 s with step vs 3.5 s without, 3.0 vs 8.6 GB) or do
-            # not fit at all (the NB201 supernet at C=8: over 24 GB without).
-            object.__setattr__(self, "remat", "none" if self.learner in ("mlp", "linear") else "step")
+            object.__setattr__(self, "remat", auto_remat(self.learner, self.learner_width,
+                                                         self.batch_size, self.inner_steps))
         if self.remat == "nested" and self.inner_steps < 4:
             raise ConfigError("remat 'nested' needs at least 4 inner steps")
 
@@ -628,7 +644,10 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # elementwise work that scales with the batch, so twice the meta-steps fit, and at equal
         # wall (~9 min) 400 meta-steps of B=64 reached 93.6% validation against 91.5% for 200 of
         # B=128 (benchmarks/RESULTS.md, Teaching). Everything else is the cpu preset's.
-        "cpu-conv": dict(learner="base_fc", learner_width=16, batch_size=64, iterations=600),
+        # remat step: the setting its teaching table was measured with (Teaching, 2026-12-05);
+        # `--remat none` runs ~20% faster in ~1.5 GB more, not yet re-measured for teaching.
+        "cpu-conv": dict(learner="base_fc", learner_width=16, batch_size=64, iterations=600,
+                         remat="step"),
         # The paper's MNIST setting (gtn-spec 1.8), guards off as in the paper.
         "paper": dict(learner="base_fc", learner_width=None, generator="conv",
                       generator_hidden=None, noise_dim=128, init_lr=0.02, lr_max=0.0,

@@ -99,6 +99,25 @@ def test_torch_peer_reports_its_own_time_and_peak_memory(fake_mnist):
     assert r["learner"] == "base_fc" and r["peak_memory_mb"] > 10
 
 
+def test_a_childs_peak_memory_is_its_own_not_its_parents():
+    """The PyTorch peer's peak is read in its own process after this (larger) one forked it:
+    Linux's ru_maxrss would hand it the parent's high-water mark; ``peak_rss_mb`` does not."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from benchmarks.common import peak_rss_mb
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this process
+    assert peak_rss_mb() > 400
+    code = "from benchmarks.common import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert float(out.stdout.strip()) < 200, out.stdout
+    del ballast
+
+
 def test_search_cost_times_each_program_per_architecture():
     """benchmarks/search_cost.py: exact compiles per architecture, the shared supernet once (and
     its per-architecture compile is then zero); every part of the cost is measured."""

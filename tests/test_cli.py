@@ -276,15 +276,24 @@ def test_resumable_keys_are_declared_on_the_fields():
     assert "seed" not in resumable_keys(SearchConfig)
 
 
-def test_remat_auto_recomputes_conv_learners_only():
+def test_remat_auto_keeps_residuals_where_they_fit():
     """`--remat auto` (the cpu preset's) resolves in the config, so config.json holds what ran:
-    none for the MLP learners, step for conv learners; an explicit level is kept."""
+    none for the MLP learners and the fixed conv learners up to base_fc's measured size (width
+    16, B=128, T=32), step above it and for search spaces; an explicit level is kept."""
     from gtn_nas.config import resumable_keys
 
-    assert build_config(MetaTrainConfig, "cpu", {}).remat == "none"
-    assert build_config(MetaTrainConfig, "cpu", {"learner": "linear"}).remat == "none"
-    for learner in ("base_fc", "base_larger2", "nb201"):
-        assert build_config(MetaTrainConfig, "cpu", {"learner": learner}).remat == "step", learner
-    assert build_config(MetaTrainConfig, "cpu", {"learner": "base_fc", "remat": "none"}).remat == "none"
-    assert build_config(MetaTrainConfig, "paper", {}).remat == "step"
+    def remat(preset="cpu", **values):
+        return build_config(MetaTrainConfig, preset, values).remat
+
+    assert remat() == "none" and remat(learner="linear") == "none"
+    assert remat(learner="base_fc", learner_width=16) == "none"
+    assert remat(learner="base_larger2", learner_width=8, batch_size=64) == "none"
+    assert remat(learner="base_fc", learner_width=16, batch_size=256) == "step"
+    assert remat(learner="base_fc", learner_width=16, inner_steps=64) == "step"
+    for learner in ("base_fc", "base_larger2"):  # the default width (256) and the paper's
+        assert remat(learner=learner) == "step" and remat(learner=learner, learner_width=None) == "step"
+    assert remat(learner="nb201", learner_width=4) == "step"
+    assert remat(learner="base_fc", learner_width=64, remat="none") == "none"
+    assert remat("paper") == "step"
+    assert remat("cpu-conv") == "step"  # the setting its teaching table was measured with
     assert "remat" in resumable_keys(MetaTrainConfig)  # memory and time, not the numbers

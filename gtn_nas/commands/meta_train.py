@@ -22,13 +22,14 @@ import numpy as np
 from gtn_nas.config import MetaTrainConfig, load_config
 from gtn_nas.core import distributed as dist
 from gtn_nas.core.images import crop_flip
-from gtn_nas.core.learners import LearnerSource
+from gtn_nas.core.learners import FIXED_LEARNERS, LearnerSource
 from gtn_nas.core.teacher import Teacher
 from gtn_nas.core.training import score, train_on_teacher
 from gtn_nas.errors import GtnError, NonFiniteError
 from gtn_nas.io import plots
 from gtn_nas.io.checkpoint import Checkpointer
 from gtn_nas.io.data import load_dataset, subset
+from gtn_nas.io.hostmem import one_call_at_a_time, release_freed_memory
 from gtn_nas.io.runs import MetricsLog, NullLog, open_run_dir, write_json
 from gtn_nas.io.ui import Reporter
 from gtn_nas.meta import exact_meta_step
@@ -56,6 +57,7 @@ def make_validator(teacher: Teacher, source: LearnerSource, mean, std):
 
 def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Runs (or resumes) `gtn-nas meta-train`; returns the summary also saved as summary.json."""
+    one_call_at_a_time()  # before JAX's CPU client exists (a no-op once it does)
     dist.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
     main = dist.is_main()  # only process 0 writes logs, pictures and the summary
     rep = reporter if (reporter is not None and main) else Reporter(quiet=True)
@@ -98,6 +100,12 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     step_fn = jax.jit(exact_meta_step(cfg, teacher, source, data.mean, data.std, augment, mesh),
                       donate_argnums=0)
     put = functools.partial(dist.replicate, mesh=mesh)  # identity without a mesh
+    if cfg.learner in FIXED_LEARNERS:
+        # One program serves every step: compiled ahead, so that the compiler's transient
+        # (~0.5 GB on CPU) is back with the kernel before the first step's temporaries are
+        # allocated, not resident beside them for the whole run.
+        step_fn = step_fn.lower(state, put(None), put(k_steps), images, labels).compile()
+        release_freed_memory()
     k_arch = jax.random.fold_in(k_steps, 2**31 - 1)
     k_eval_arch = jax.random.fold_in(k_eval, 2**31 - 1)
 

@@ -27,5 +27,36 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    done = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)]
+    # Trim threshold -1: glibc reads it as a size_t, SIZE_MAX, so the heap is never trimmed. The
+    # largest int (2 GiB) was not enough: without remat, two freed 1.5 GB temporaries coalesce
+    # past it, go back to the kernel and are re-faulted (a 5 s meta-step instead of 1.9 s).
+    done = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, -1)]
     return all(done)
+
+
+def release_freed_memory() -> bool:
+    """Hands the heap's free pages back to the kernel once (glibc's ``malloc_trim``): after a
+    compilation, whose transient ~0.5-0.7 GB would otherwise stay resident for the whole run
+    (``reuse_freed_memory`` turns automatic trimming off). True if it ran."""
+    if os.environ.get("GTN_NAS_MALLOC") == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
+def one_call_at_a_time() -> None:
+    """Makes each compiled call on CPU return only when it has finished (JAX's
+    ``jax_cpu_enable_async_dispatch`` off; no effect on accelerators). Call it before JAX's CPU
+    client exists: it is read when the client is made. Why: with a call dispatched while the
+    last one still runs, or started the moment its outputs are ready, two calls' temporaries
+    are alive at once: the heap grew by a second 1.5 GB for a meta-step without remat
+    (benchmarks/RESULTS.md, Speed). A meta-step takes seconds and needs the last one's state,
+    so nothing is lost by waiting."""
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
