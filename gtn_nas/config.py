@@ -162,7 +162,8 @@ def auto_remat(learner: str, width: int | None, batch: int, steps: int) -> str:
     not fit 24 GB) recompute each step in the backward pass instead."""
     if learner in ("mlp", "linear"):
         return "none"
-    if learner in FIXED_LEARNERS and width is not None and width * batch * steps <= AUTO_REMAT_NONE_MAX:
+    small = width is not None and width * batch * steps <= AUTO_REMAT_NONE_MAX
+    if learner in FIXED_LEARNERS and small:
         return "none"
     return "step"
 
@@ -644,8 +645,8 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # elementwise work that scales with the batch, so twice the meta-steps fit, and at equal
         # wall (~9 min) 400 meta-steps of B=64 reached 93.6% validation against 91.5% for 200 of
         # B=128 (benchmarks/RESULTS.md, Teaching). Everything else is the cpu preset's.
-        # remat step: the setting its teaching table was measured with (Teaching, 2026-12-05);
-        # `--remat none` runs ~20% faster in ~1.5 GB more, not yet re-measured for teaching.
+        # remat step: the setting its teaching table was measured with; with `none` (~10% less
+        # time here) three meta-seeds taught 0.4-0.9 points less (Teaching, 2026-12-05).
         "cpu-conv": dict(learner="base_fc", learner_width=16, batch_size=64, iterations=600,
                          remat="step"),
         # The paper's MNIST setting (gtn-spec 1.8), guards off as in the paper.
