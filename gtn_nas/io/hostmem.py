@@ -18,15 +18,24 @@ import sys
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters
 
 
+def _glibc(name: str, argtypes: list, restype):
+    """glibc's function ``name``, typed; None where the tuning does not apply (opted out, not
+    Linux, or not glibc, e.g. musl: the allocator is then left alone)."""
+    if os.environ.get("GTN_NAS_MALLOC") == "default" or not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
 def reuse_freed_memory() -> bool:
     """Tunes glibc's malloc as above; call before JAX starts its threads. True if it applied."""
-    if os.environ.get("GTN_NAS_MALLOC") == "default" or not sys.platform.startswith("linux"):
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # Trim threshold -1: glibc reads it as a size_t, SIZE_MAX, so the heap is never trimmed. The
     # largest int (2 GiB) was not enough: without remat, two freed 1.5 GB temporaries coalesce
     # past it, go back to the kernel and are re-faulted (a 5 s meta-step instead of 1.9 s).
@@ -38,13 +47,9 @@ def release_freed_memory() -> bool:
     """Hands the heap's free pages back to the kernel once (glibc's ``malloc_trim``): after a
     compilation, whose transient ~0.5-0.7 GB would otherwise stay resident for the whole run
     (``reuse_freed_memory`` turns automatic trimming off). True if it ran."""
-    if os.environ.get("GTN_NAS_MALLOC") == "default" or not sys.platform.startswith("linux"):
+    trim = _glibc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+    if trim is None:
         return False
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
 
