@@ -641,7 +641,9 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # rollback on a validation collapse keep every measured run from it.
         "cpu": {},
         # The paper's conv learner at a width and a length that 2 AVX-512 cores meta-train in
-        # 11-13 min (~20 with AVX2 only: a 1.75x slower step; channel-major slices + remat per step). Batches of 64: the step's cost is mostly
+        # 11-13 min (~20 with AVX2 only: a 1.75x slower step; channel-major slices + remat per
+        # step), measured before the pooling's transpose made the step 0.86x (alternating 100-step
+        # runs: 0.80-0.87x the wall). Batches of 64: the step's cost is mostly
         # elementwise work that scales with the batch, so twice the meta-steps fit, and at equal
         # wall (~9 min) 400 meta-steps of B=64 reached 93.6% validation against 91.5% for 200 of
         # B=128 (benchmarks/RESULTS.md, Teaching). Everything else is the cpu preset's.

@@ -125,11 +125,16 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False, axes: tuple[int, int] = (
     reshaped into (even, odd) pairs and out[i] = max(odd[i-1], even[i], odd[i]), so there is no
     strided access. XLA's windowed max differentiates into select-and-gather/scatter loops that
     took a third of the `base_fc` learner's second-order meta-step on 2 cores (benchmarks/
-    RESULTS.md, Profile). The derivative is written out (``_pool_pairs``' JVP): the winner of
-    each window is found once, as two boolean masks per axis, and the tangent is picked by them,
-    so every derivative of any order is the same two selects, where ``jnp.maximum``'s own JVP
-    compares and splits ties again in each pass. An exact tie goes to the first of (even, odd,
-    previous odd), as XLA's op and PyTorch give it to one input; the sum is the same.
+    RESULTS.md, Profile). The winner of each window is found once, as two boolean masks per axis
+    (of the input with its gradient stopped: the masks are piecewise constant), and the pooled
+    value is the input *picked* by them (``_pick``), a linear map whose transpose (``_unpick``)
+    is written out: its result interleaves the even and odd members in one pass, where JAX's own
+    transpose of the slices padded each member to full size and added them (0.90x the `base_fc`
+    meta-step on both instruction sets, 0.86x `cpu-conv`'s; benchmarks/RESULTS.md, Speed). Each
+    is the other's transpose, so derivatives of every order in reverse mode are these two maps by
+    the same masks; forward mode (``jax.jvp``) is not supported through them. An exact tie goes to
+    the first of (even, odd, previous odd), as XLA's op and PyTorch give it to one input; the sum
+    is the same.
     """
     h, w = x.shape[axes[0]], x.shape[axes[1]]
     if not use_slices(slices) or h % 2 or w % 2:
@@ -137,7 +142,9 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False, axes: tuple[int, int] = (
         for a in axes:
             window[a], stride[a], pad[a] = 3, 2, (1, 1)
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, tuple(window), tuple(stride), pad)
-    return _pool_pairs(x, axes)
+    for axis, (m_even, m_odd) in zip(axes, _pool_masks(jax.lax.stop_gradient(x), axes)):
+        x = _pick(x, axis, m_even, m_odd)
+    return x
 
 
 def _window_parts(x: jax.Array, axis: int, fill: float) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -147,14 +154,21 @@ def _window_parts(x: jax.Array, axis: int, fill: float) -> tuple[jax.Array, jax.
     pairs = x.reshape(x.shape[:axis] + (n // 2, 2) + x.shape[axis + 1:])
     even = jax.lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
     odd = jax.lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
-    pad = [(0, 0)] * odd.ndim
-    pad[axis] = (1, 0)
-    prev = jax.lax.slice_in_dim(jnp.pad(odd, pad, constant_values=fill), 0, n // 2, axis=axis)
-    return even, odd, prev
+    return even, odd, _shift(odd, axis, 1, fill)
 
 
-def _pool_masks(x: jax.Array, axes: tuple[int, int]):
-    """The pooled ``x`` and, per axis, the masks (even wins, odd wins) of its windows."""
+def _shift(x: jax.Array, axis: int, by: int, fill: float) -> jax.Array:
+    """``x`` moved ``by`` (+1 or -1) places along ``axis``, ``fill`` entering at the open end."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (1, 0) if by > 0 else (0, 1)
+    start = 0 if by > 0 else 1
+    return jax.lax.slice_in_dim(jnp.pad(x, pad, constant_values=fill), start,
+                                start + x.shape[axis], axis=axis)
+
+
+def _pool_masks(x: jax.Array, axes: tuple[int, int]) -> list[tuple[jax.Array, jax.Array]]:
+    """Per axis, the masks (even wins, odd wins) of the windows of ``x`` pooled along the axes
+    before it; where neither wins, the previous odd does."""
     masks = []
     for axis in axes:
         even, odd, prev = _window_parts(x, axis, -jnp.inf)
@@ -162,24 +176,33 @@ def _pool_masks(x: jax.Array, axes: tuple[int, int]):
         m_odd = ~m_even & (odd >= prev)
         masks.append((m_even, m_odd))
         x = jnp.where(m_even, even, jnp.where(m_odd, odd, prev))
-    return x, masks
+    return masks
 
 
-def _pick(t: jax.Array, axes: tuple[int, int], masks) -> jax.Array:
-    """``t`` pooled by the windows' winners ``masks``: linear in ``t``, so its transpose and every
-    further derivative are selects by the same masks."""
-    for axis, (m_even, m_odd) in zip(axes, masks):
-        even, odd, prev = _window_parts(t, axis, 0.0)
-        t = jnp.where(m_even, even, jnp.where(m_odd, odd, prev))
-    return t
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pick(t: jax.Array, axis: int, m_even: jax.Array, m_odd: jax.Array) -> jax.Array:
+    """Each window of ``t`` along ``axis`` reduced to its winner's entry."""
+    even, odd, prev = _window_parts(t, axis, 0.0)
+    return jnp.where(m_even, even, jnp.where(m_odd, odd, prev))
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _pool_pairs(x: jax.Array, axes: tuple[int, int]) -> jax.Array:
-    return _pool_masks(x, axes)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _unpick(g: jax.Array, axis: int, m_even: jax.Array, m_odd: jax.Array) -> jax.Array:
+    """``_pick``'s transpose: each window's ``g`` placed at its winner, as one interleave."""
+    zero = jnp.zeros((), g.dtype)
+    to_even = jnp.where(m_even, g, zero)
+    to_odd = jnp.where(m_odd, g, zero)
+    to_prev = jnp.where(m_even | m_odd, zero, g)  # window i's previous odd is odd i-1
+    out = jnp.stack([to_even, to_odd + _shift(to_prev, axis, -1, 0.0)], axis=axis + 1)
+    return out.reshape(g.shape[:axis] + (2 * g.shape[axis],) + g.shape[axis + 1:])
 
 
-@_pool_pairs.defjvp
-def _pool_pairs_jvp(axes, primals, tangents):
-    y, masks = _pool_masks(primals[0], axes)
-    return y, _pick(tangents[0], axes, masks)
+def _transposed_by(linear_map):
+    """A custom VJP rule for a linear map of ``(t, axis, *masks)`` whose transpose is ``linear_map``."""
+    def bwd(axis, masks, cotangent):
+        return (linear_map(cotangent, axis, *masks), None, None)
+    return bwd
+
+
+_pick.defvjp(lambda t, axis, *masks: (_pick(t, axis, *masks), masks), _transposed_by(_unpick))
+_unpick.defvjp(lambda g, axis, *masks: (_unpick(g, axis, *masks), masks), _transposed_by(_pick))
