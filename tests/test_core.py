@@ -265,17 +265,16 @@ def test_pool_as_slices_equals_xla_pool_to_second_order(shape, key, monkeypatch)
 def test_pool_pick_and_unpick_are_each_others_transpose(axis, key):
     """The pooling's linear pick and its written-out transpose: <pick(t), g> = <t, unpick(g)>,
     and each one's VJP is the other (what every derivative order of the pooling runs on)."""
-    from gtn_nas.core.nn.spatial import _pick, _pool_masks, _unpick
+    from gtn_nas.core.nn.spatial import _pick, _unpick, _window_winners
 
     kx, kt, kg = jax.random.split(key, 3)
     with jax.enable_x64(True):
         x = jax.random.normal(kx, (2, 8, 6, 3), jnp.float64)
         x = x.at[:, 2:4, 2:4].set(0.0)  # some exact ties too
-        masks = _pool_masks(x, (1, 2))[axis - 1]
-        n = x.shape[1] // 2 if axis == 1 else x.shape[2] // 2
-        t_shape = (2, 8, 6, 3) if axis == 1 else (2, 4, 6, 3)
-        t = jax.random.normal(kt, t_shape, jnp.float64)
-        g = jax.random.normal(kg, t_shape[:axis] + (n,) + t_shape[axis + 1:], jnp.float64)
+        masks = _window_winners(x, axis)
+        t = jax.random.normal(kt, x.shape, jnp.float64)
+        n = x.shape[axis] // 2
+        g = jax.random.normal(kg, x.shape[:axis] + (n,) + x.shape[axis + 1:], jnp.float64)
         picked, pick_vjp = jax.vjp(lambda t: _pick(t, axis, *masks), t)
         unpicked, unpick_vjp = jax.vjp(lambda g: _unpick(g, axis, *masks), g)
         assert picked.shape == g.shape and unpicked.shape == t.shape

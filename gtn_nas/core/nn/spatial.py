@@ -142,8 +142,8 @@ def max_pool_3x3s2(x: jax.Array, slices: bool = False, axes: tuple[int, int] = (
         for a in axes:
             window[a], stride[a], pad[a] = 3, 2, (1, 1)
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, tuple(window), tuple(stride), pad)
-    for axis, (m_even, m_odd) in zip(axes, _pool_masks(jax.lax.stop_gradient(x), axes)):
-        x = _pick(x, axis, m_even, m_odd)
+    for axis in axes:
+        x = _pick(x, axis, *_window_winners(jax.lax.stop_gradient(x), axis))
     return x
 
 
@@ -166,17 +166,12 @@ def _shift(x: jax.Array, axis: int, by: int, fill: float) -> jax.Array:
                                 start + x.shape[axis], axis=axis)
 
 
-def _pool_masks(x: jax.Array, axes: tuple[int, int]) -> list[tuple[jax.Array, jax.Array]]:
-    """Per axis, the masks (even wins, odd wins) of the windows of ``x`` pooled along the axes
-    before it; where neither wins, the previous odd does."""
-    masks = []
-    for axis in axes:
-        even, odd, prev = _window_parts(x, axis, -jnp.inf)
-        m_even = (even >= odd) & (even >= prev)
-        m_odd = ~m_even & (odd >= prev)
-        masks.append((m_even, m_odd))
-        x = jnp.where(m_even, even, jnp.where(m_odd, odd, prev))
-    return masks
+def _window_winners(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """The masks (even wins, odd wins) of the windows of ``x`` along ``axis``; where neither
+    wins, the previous odd does."""
+    even, odd, prev = _window_parts(x, axis, -jnp.inf)
+    m_even = (even >= odd) & (even >= prev)
+    return m_even, ~m_even & (odd >= prev)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
