@@ -1,18 +1,22 @@
 """Where the search's trained proxy spends its time, per architecture: compile, init, steps, eval.
 
     python benchmarks/search_cost.py --channels 8 --archs 4
-    python benchmarks/search_cost.py --programs exact,switch-meta --archs 6 --no-record
+    python benchmarks/search_cost.py --programs exact,composed --archs 8
 
 NB201 genotypes drawn from ``--seed`` are trained as ``gtn-nas search`` trains them on CPU
-(``core.training.SteppedLearner``: T inner steps of batch B as separate calls, then accuracy on
+(``core.training.SteppedLearner`` or ``ComposedNB201``: T inner steps of batch B as separate calls, then accuracy on
 ``--eval`` images in chunks of 1000), on random inputs: the cost does not depend on the values.
 Programs:
 - ``exact``: each genotype's own network, so its step and eval programs compile per architecture
-  (the search's ``--program exact``, its CPU default);
+  (the search's ``--program exact``);
 - ``onehot``: the shared supernet, every op of every edge computed and one-hot weighted, the
   architecture an argument, compiled once (the search's ``--program shared``);
 - ``switch``, ``switch-meta``: the shared supernet running each edge's op alone via ``lax.switch``,
-  with XLA's convolutions (layers ``gtn``) or slices and matmuls (``gtn_meta``).
+  with XLA's convolutions (layers ``gtn``) or slices and matmuls (``gtn_meta``);
+- ``composed``: each genotype's own network run as per-op programs every genotype shares
+  (``search_spaces.nb201_composed``, the search's ``--program composed``, its CPU default): they
+  compile in the first architectures (the "once" figure: the warm-up architecture's), then
+  compile / arch is what a later genotype's new ops need.
 Architectures run in turn through every program (interleaved: this machine's speed drifts). The
 first architecture warms JAX's eager init and is not counted; compile is per architecture for
 ``exact`` and once for the shared programs.
@@ -38,7 +42,7 @@ def learner_of(program: str, genotype, channels: int, cells: int, shape):
     """What SteppedLearner takes: the genotype's network, or ``arch -> Learner`` (shared)."""
     from search_spaces import get_space, nb201
 
-    if program == "exact":
+    if program in ("exact", "composed"):
         return get_space("nb201").learner(genotype, channels, cells, 10, shape)
     mode, layers = SHARED[program]
     return lambda arch: nb201.shared_learner(arch, channels, cells, 10, shape, mode=mode,
@@ -55,6 +59,7 @@ def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: i
 
     from gtn_nas.core.training import SteppedLearner
     from search_spaces import get_space, nb201
+    from search_spaces.nb201_composed import ComposedNB201
 
     shape = (28, 28, 1)
     space = get_space("nb201")
@@ -69,10 +74,15 @@ def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: i
     chunk = min(1000, eval_images)
     shared: dict = {}
     rows: dict = {p: [] for p in programs}
+    first: dict = {}
     for i, g in enumerate(genotypes):
         arch = jnp.asarray(nb201.encode(g))
         for p in programs:
-            if p == "exact" or p not in shared:
+            if p == "composed":
+                stepped = ComposedNB201(space.build(g, channels, cells, 10, shape), shape, (0.13,),
+                                        (0.31,), chunk)
+                compile_s = stepped.compile(jax.random.PRNGKey(0), (batch,), shape, 10, np.uint8)
+            elif p == "exact" or p not in shared:
                 stepped = SteppedLearner(learner_of(p, g, channels, cells, shape), (0.13,), (0.31,),
                                          chunk)
                 compile_s = stepped.compile(jax.random.PRNGKey(0), (batch,), shape, 10, np.uint8,
@@ -81,7 +91,7 @@ def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: i
                     shared[p] = (stepped, compile_s)
             else:
                 stepped, compile_s = shared[p][0], 0.0
-            a = None if p == "exact" else arch
+            a = None if p in ("exact", "composed") else arch
             t0 = time.perf_counter()
             st = jax.block_until_ready(stepped.init(jax.random.PRNGKey(i)))
             t1 = time.perf_counter()
@@ -94,14 +104,16 @@ def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: i
             row["total_s"] = row["compile_s"] + row["init_s"] + row["steps_s"] + row["eval_s"]
             if i > 0:  # architecture 0 warms eager init (compiles its ops once per process)
                 rows[p].append(row)
+            elif p == "composed":  # its first architecture compiles the per-op programs
+                first[p] = compile_s
             log(f"{i} {p:12s} {g.to_str()} " + " ".join(f"{k} {v:.2f}" for k, v in row.items())
                 + f" acc {acc:.3f}")
     out = {}
     for p, rs in rows.items():
         out[p] = {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
         out[p]["ms_per_step"] = round(1e3 * out[p]["steps_s"] / steps, 1)
-        if p in shared:
-            out[p]["compile_once_s"] = round(shared[p][1], 2)
+        if p in shared or p in first:
+            out[p]["compile_once_s"] = round(shared[p][1] if p in shared else first[p], 2)
     return out
 
 
@@ -119,9 +131,9 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     programs = args.programs.split(",")
-    unknown = [p for p in programs if p != "exact" and p not in SHARED]
+    unknown = [p for p in programs if p not in ("exact", "composed") and p not in SHARED]
     if unknown or args.archs < 1:
-        ap.error(f"unknown program(s) {unknown}; choose from exact, {', '.join(SHARED)}"
+        ap.error(f"unknown program(s) {unknown}; choose from exact, composed, {', '.join(SHARED)}"
                  if unknown else "--archs must be at least 1")
     m = machine()
     r = measure(programs, args.archs, args.seed, args.channels, args.cells, args.steps, args.batch,

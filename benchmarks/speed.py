@@ -60,13 +60,15 @@ def matmul_peak_gflops(n: int | None = None, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None) -> dict:
+def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None,
+                 program: str = "auto") -> dict:
     from gtn_nas.commands import search as lib
     from gtn_nas.config import SearchConfig, build_config
 
     folder = Path(tempfile.mkdtemp(prefix="speed-search-"))
     try:
-        over = dict(gtn=gtn, out=str(folder / "s"), budget=budget, proxies=("gtn",), data_dir=data_dir)
+        over = dict(gtn=gtn, out=str(folder / "s"), budget=budget, proxies=("gtn",),
+                    data_dir=data_dir, program=program)
         if channels:
             over["channels"] = channels
         s = lib.search(build_config(SearchConfig, "cpu", over))
@@ -78,6 +80,16 @@ def search_speed(gtn: str, budget: int, data_dir, channels: int | None = None) -
             "compile_s_total": round(compile_total, 1),
             "compile_share": round(compile_total / s["wall_seconds"], 3),
             "train_s_mean": s["gtn_train_s_mean"], "program": s["program"]}
+
+
+def fresh_process(fn, *args):
+    """``fn(*args)`` in a new Python process, as a user's command runs: no compiled program of
+    an earlier measurement is reused."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def retrain_speed(arch: str, epochs: int, data_dir) -> dict:
@@ -113,6 +125,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--search-gtn", default=None, help="GTN run to time searches with")
     ap.add_argument("--search-budgets", default="20,100")
+    ap.add_argument("--search-programs", default="auto",
+                    help="comma list of search --program values to time at each budget, each "
+                         "search in a fresh process (nothing compiled carries over)")
     ap.add_argument("--retrain-arch", default=None, help="NB201 string to time a retrain with")
     ap.add_argument("--search-channels", type=int, default=None,
                     help="NB201 channels of the timed searches (default: the search's cpu preset)")
@@ -188,8 +203,10 @@ def main() -> None:
     if args.search_gtn:
         lines += ["", "| search budget | wall | archs/min | compile total | compile share | program |",
                   "|---|---|---|---|---|---|"]
-        for b in (int(x) for x in args.search_budgets.split(",")):
-            r = search_speed(args.search_gtn, b, args.data_dir, args.search_channels)
+        for b, program in ((int(x), p) for x in args.search_budgets.split(",")
+                           for p in args.search_programs.split(",")):
+            r = fresh_process(search_speed, args.search_gtn, b, args.data_dir,
+                              args.search_channels, program)
             print(json.dumps(r))
             result["search"].append(r)
             lines.append(f"| {b} | {r['wall_s']:.0f} s | {r['archs_per_min']} | "

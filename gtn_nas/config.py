@@ -49,7 +49,7 @@ SpaceName = _choices("SpaceName", tuple(SPACES))
 TRAINED_PROXIES = ("gtn", "real")  # train a learner; the gtn proxy needs a GTN
 ZERO_COST_PROXIES = ("synflow", "naswot", "jacov", "snip", "grad_norm")  # gtn_nas.search.zero_cost
 Proxy = _choices("Proxy", TRAINED_PROXIES + ("params", "flops") + ZERO_COST_PROXIES)
-Program = _choices("Program", ("auto", "exact", "shared"))
+Program = _choices("Program", ("auto", "exact", "composed", "shared"))
 RealSchedule = _choices("RealSchedule", ("constant", "cosine"))
 GtnBN = _choices("GtnBN", ("synthetic", "real"))
 TruthColumn = _choices("TruthColumn", ("cifar10", "cifar100", "imagenet16"))
@@ -178,8 +178,8 @@ class MetaTrainConfig:
     dataset: str = option("mnist", "Data set.", choices=Dataset)
     data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
     preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests, seconds), cpu (minutes on "
-                         "2 cores), cpu-conv (the paper's conv learner, 11-13 min on 2 AVX-512 "
-                         "cores, ~20 with AVX2; with --dataset cifar10 base_larger2 at width 8, "
+                         "2 cores), cpu-conv (the paper's conv learner, 10-13 min on 2 AVX-512 "
+                         "cores, 17-18 with AVX2; with --dataset cifar10 base_larger2 at width 8, "
                          "~20 min), paper (the paper's, GPU); options given override them.",
                          choices=Preset)
     learner: str = option("mlp", "Meta-training learner: a fixed network or a search space "
@@ -340,8 +340,9 @@ class SearchConfig:
     are given.
     ``channels``/``cells`` None: the GTN's learner size when it was meta-trained on the same
     space, else the space's search-time size. ``program``: ``exact`` compiles each genotype's
-    own network, ``shared`` runs every NB201 genotype in one supernet program, ``auto`` picks
-    shared on accelerators and exact on CPU. Options marked resumable change how much is done
+    own network, ``composed`` runs it as per-op programs every NB201 genotype shares, ``shared``
+    runs every NB201 genotype in one supernet program; ``auto`` picks shared on accelerators and
+    composed on CPU for nb201, exact for micro. Options marked resumable change how much is done
     or written, not any score.
     """
 
@@ -378,8 +379,10 @@ class SearchConfig:
                          "(recomputed on one fixed real training batch of the GTN's batch size).",
                          choices=GtnBN)
     eval_subset: int = option(2000, "Validation images every proxy is scored on.")
-    program: str = option("auto", "exact (compile per architecture), shared (nb201: one program "
-                          "for all), auto (shared on accelerators).", choices=Program)
+    program: str = option("auto", "exact (compile per architecture), composed (nb201: per-op "
+                          "programs shared by all), shared (nb201: one supernet program), auto "
+                          "(nb201: shared on accelerators, composed on CPU; micro: exact).",
+                          choices=Program)
     top_k: int = option(10, "Write top/NN.json for the best K.", resumable=True)
     archs: tuple[str, ...] = option((), "Score this genotype string instead of sampling "
                                     "(repeatable; index i = the i-th).", flags=("--arch",),
@@ -430,9 +433,9 @@ class SearchConfig:
         check_positive(self, "zc_batch_size")
         if zero_cost and self.zc_batch_size < 2:
             raise ConfigError(f"--zc-batch-size must be at least 2, got {self.zc_batch_size}")
-        if self.program == "shared" and self.space != "nb201":
-            raise ConfigError("--program shared exists only for the nb201 space (micro genotypes "
-                              "differ in parameter shapes); use exact or auto")
+        if self.program in ("shared", "composed") and self.space != "nb201":
+            raise ConfigError(f"--program {self.program} exists only for the nb201 space (micro "
+                              "genotypes differ in parameter shapes); use exact or auto")
         check_positive(self, "budget", "seed", allow_zero=True)
         check_positive(self, "real_lr", "eval_subset", "top_k", "num_shards", "workers")
         check_positive(self, "real_momentum", allow_zero=True)
@@ -641,15 +644,15 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         # rollback on a validation collapse keep every measured run from it.
         "cpu": {},
         # The paper's conv learner at a width and a length that 2 AVX-512 cores meta-train in
-        # 11-13 min (~20 with AVX2 only: a 1.75x slower step; channel-major slices + remat per
-        # step), measured before the pooling's transpose made the step 0.86x (alternating 100-step
-        # runs: 0.80-0.87x the wall). Batches of 64: the step's cost is mostly
+        # 10-13 min (17-18 with AVX2 only: a slower step; channel-major slices + remat per step);
+        # 700 steps taught 94.4 / 95.1 / 95.3% over 3 seeds x 2 ISAs, against 93.9 / 94.6 /
+        # 94.9% for 600 (benchmarks/RESULTS.md, Teaching). Batches of 64: the step's cost is mostly
         # elementwise work that scales with the batch, so twice the meta-steps fit, and at equal
         # wall (~9 min) 400 meta-steps of B=64 reached 93.6% validation against 91.5% for 200 of
         # B=128 (benchmarks/RESULTS.md, Teaching). Everything else is the cpu preset's.
         # remat step: the setting its teaching table was measured with; with `none` (~10% less
         # time here) three meta-seeds taught 0.4-0.9 points less (Teaching, 2026-12-05).
-        "cpu-conv": dict(learner="base_fc", learner_width=16, batch_size=64, iterations=600,
+        "cpu-conv": dict(learner="base_fc", learner_width=16, batch_size=64, iterations=700,
                          remat="step"),
         # The paper's MNIST setting (gtn-spec 1.8), guards off as in the paper.
         "paper": dict(learner="base_fc", learner_width=None, generator="conv",
@@ -660,7 +663,7 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "search": {
         "tiny": dict(budget=4, channels=4, cells=1, eval_subset=256, top_k=3),
-        "cpu": {},  # ~20 s per architecture on 2 cores
+        "cpu": {},  # ~4 s per architecture for the gtn proxy on 2 cores (program composed)
         "cpu-conv": {},
         "paper": dict(budget=800, channels=None, cells=None, eval_subset=10_000),
     },

@@ -237,7 +237,7 @@ class NB201Cell(nn.Module):
             for i in range(j):
                 e = EDGES.index((j, i))
                 cands = self.edge_candidates[e]
-                if cands == ("none",) or (nodes[i] is None and cands in _ZERO_PRESERVING):
+                if cands == ("none",) or (nodes[i] is None and cands in ZERO_PRESERVING):
                     # Skipped, not computed on zeros: XLA would constant-fold a pool of a zero
                     # node at compile time, ~2 min per program on CPU for a 3x3 pool of
                     # [1000, 28, 28, 4] (measured, NB201 C=4); the result is the same zero.
@@ -257,14 +257,14 @@ class NB201Cell(nn.Module):
 
 
 # Exact edges whose op maps a zero input to exactly zero and has no parameters.
-_ZERO_PRESERVING = (("skip_connect",), ("avg_pool_3x3",))
+ZERO_PRESERVING = (("skip_connect",), ("avg_pool_3x3",))
 
 
 def _node(value: jax.Array | None, like: jax.Array) -> jax.Array:
     return jnp.zeros_like(like) if value is None else value
 
 
-class _NB201Fields(nn.Module):
+class NB201Fields(nn.Module):
     channels: int = 16
     cells: int = 5
     num_classes: int = 10
@@ -274,13 +274,12 @@ class _NB201Fields(nn.Module):
     layers: str = "gtn"  # or the benchmark's own layers (search_spaces.ops)
 
 
-def _nb201_forward(m: _NB201Fields, x: jax.Array, train: bool,
+def _nb201_forward(m: NB201Fields, x: jax.Array, train: bool,
                    edge_candidates: tuple[tuple[str, ...], ...], choice: jax.Array | None,
                    drop_path_rate: float, drop_path_scale, auxiliary: bool):
     """The macro skeleton; submodules are created in ``m`` (called from its compact method)."""
     c, n_cells = m.channels, m.cells
-    x = conv(m.layers, c, (3, 3), padding=same_padding(3), name="stem_conv")(x)
-    x = norm(m.layers, m.bn_momentum, "stem_bn", x, train)
+    x = stem(m, x, train)
     aux, depth, total = None, 0, 3 * n_cells
     for stage in range(3):
         width = c * 2 ** stage
@@ -295,16 +294,27 @@ def _nb201_forward(m: _NB201Fields, x: jax.Array, train: bool,
                     if train and drop_path_rate > 0 else None)
             x = NB201Cell(edge_candidates, width, m.activation, m.bn_momentum, m.layers,
                           name=f"cell_{stage}_{n}")(x, train, choice, rate)
+    logits = head(m, x, train)
+    return (logits, aux) if auxiliary and train else logits
+
+
+def stem(m: NB201Fields, x: jax.Array, train: bool) -> jax.Array:
+    """Conv 3x3 and BN, created in ``m`` (called from its compact method)."""
+    x = conv(m.layers, m.channels, (3, 3), padding=same_padding(3), name="stem_conv")(x)
+    return norm(m.layers, m.bn_momentum, "stem_bn", x, train)
+
+
+def head(m: NB201Fields, x: jax.Array, train: bool) -> jax.Array:
+    """BN, activation, global average pool, dropout and classifier, created in ``m``."""
     x = norm(m.layers, m.bn_momentum, "final_bn", x, train)
     sow_relu_input(m, "final", x)
     x = get_activation(m.activation)(x)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(m.dropout, deterministic=not train or m.dropout == 0)(x)
-    logits = dense(m.layers, m.num_classes, name="classifier")(x)
-    return (logits, aux) if auxiliary and train else logits
+    return dense(m.layers, m.num_classes, name="classifier")(x)
 
 
-class NB201Network(_NB201Fields):
+class NB201Network(NB201Fields):
     """The network of one genotype: ``__call__(x, train, drop_path_scale=1.0)``."""
 
     ops: tuple[str, ...] = ("none",) * NUM_EDGES
@@ -335,7 +345,7 @@ def arch_weights(arch: jax.Array) -> jax.Array:
 SHARED_MODES = ("onehot", "switch")
 
 
-class NB201SharedNetwork(_NB201Fields):
+class NB201SharedNetwork(NB201Fields):
     """Supernet computing any genotype's function: ``__call__(x, arch, train)`` with ``arch`` the
     int32 [6] op indices of ``encode`` (may be traced), or float weights [6, 5] in onehot mode.
 

@@ -234,7 +234,7 @@ def test_help_lists_choices_and_preset_defaults():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "[mnist|fashion_mnist|cifar10]" in text and "[auto|none|step|nested]" in text
-    assert "tiny preset: 6, cpu preset: 1100, cpu-conv preset: 600, paper preset: 2000" in text
+    assert "tiny preset: 6, cpu preset: 1100, cpu-conv preset: 700, paper preset: 2000" in text
     result = runner.invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"})
     joined = " ".join(result.output.split())
     assert "[gtn|real|params|flops" in joined and "grad_norm]" in joined  # the choices may wrap

@@ -335,6 +335,32 @@ def test_shared_program_scores_like_exact_and_compiles_once(uninterrupted, gtn_r
     assert all(r["real_compile_s"] == 0 for r in shared[1:])
 
 
+def test_composed_program_scores_like_exact(uninterrupted, gtn_run, fake_mnist, tmp_path):
+    """Each genotype run as the per-op programs every NB201 genotype shares: the scores of its
+    own compiled network (same initial weights, same batches)."""
+    exact_dir, _ = uninterrupted
+    summary = lib.search(_cfg(gtn_run, fake_mnist, tmp_path / "composed", budget=3,
+                              program="composed"))
+    assert summary["program"] == "composed"
+    exact, composed = _rows(exact_dir), _rows(tmp_path / "composed")
+    assert [r["genotype"] for r in composed] == [r["genotype"] for r in exact]
+    for col in ("gtn_score", "real_score"):
+        np.testing.assert_allclose([r[col] for r in composed], [r[col] for r in exact],
+                                   atol=1 / 16)
+
+
+def test_auto_program_is_composed_on_cpu_for_nb201_and_exact_for_micro(gtn_run, fake_mnist,
+                                                                        tmp_path, monkeypatch):
+    from gtn_nas.commands.search import _resolve_program
+
+    nb201 = _cfg(gtn_run, fake_mnist, tmp_path / "a", program="auto")
+    micro = _cfg(gtn_run, fake_mnist, tmp_path / "b", program="auto", space="micro")
+    assert (_resolve_program(nb201), _resolve_program(micro)) == ("composed", "exact")
+    assert _resolve_program(nb201, stored="exact") == "exact"  # a resumed search keeps its own
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert (_resolve_program(nb201), _resolve_program(micro)) == ("shared", "exact")
+
+
 def test_shared_scan_program_scores_like_exact(uninterrupted, gtn_run, fake_mnist, tmp_path,
                                                monkeypatch):
     """Where an accelerator runs the supernet (the whole proxy one compiled scan program, not

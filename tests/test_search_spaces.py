@@ -512,3 +512,56 @@ def test_nb201_no_ops_on_zero_nodes():
         counts.append(jax.jit(lambda v: net.apply(v, x, train=False)).lower(variables)
                       .as_text().count("reduce_window"))
     assert counts[0] < counts[1]  # the same network but for the cell's two pools (on zeros)
+
+
+# -- NB201 genotypes as composed per-op programs (search_spaces.nb201_composed) ----------------
+
+COMPOSED_GENOTYPES = [
+    "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    # node 1 exactly zero: a conv computed on zeros, a pool skipped, a skip skipped
+    "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+    # nodes 1 and 2 feed nothing: their edges get no gradient
+    "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|none~2|",
+    # the output node exactly zero: nothing before the last cell learns
+    "|skip_connect~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",
+]
+
+
+@pytest.mark.parametrize("genotype", COMPOSED_GENOTYPES)
+def test_composed_nb201_trains_and_scores_as_the_genotypes_own_network(genotype):
+    """Per-op programs strung together in Python give the genotype's own network's training
+    (``unroll.sgd_step`` from the same init), eval accuracy and recalibrated statistics, up to
+    float rounding; parameters that cannot reach the loss stay where they started."""
+    from gtn_nas.core.training import SteppedLearner
+    from search_spaces.nb201_composed import ComposedNB201
+
+    space, shape, steps = get_space("nb201"), (8, 8, 1), 3
+    g = space.from_str(genotype)
+    exact = SteppedLearner(space.learner(g, TINY_C, 1, 10, shape), (0.1,), (0.3,), 16)
+    composed = ComposedNB201(space.build(g, TINY_C, 1, 10, shape), shape, (0.1,), (0.3,), 16)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (steps, 8, *shape))
+    ys = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(2), (steps, 8, 10)))
+    lrs, moms = jnp.array([0.3, 0.2, 0.1]), jnp.array([0.0, 0.5, 0.9])
+    start = exact.init(jax.random.PRNGKey(0))
+    a = exact.run(start, xs, ys, lrs, moms)
+    b = composed.train(jax.random.PRNGKey(0), xs, ys, lrs, moms)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v, s in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
+                       jax.tree_util.tree_leaves(start)):
+        np.testing.assert_allclose(v, u, rtol=1e-4, atol=1e-5)
+        if np.array_equal(u, s):  # no gradient in the network's own training: none here either
+            np.testing.assert_array_equal(v, s)
+    moved = [not np.array_equal(u, s) for u, s in zip(jax.tree_util.tree_leaves(a.params),
+                                                       jax.tree_util.tree_leaves(start.params))]
+    assert any(moved)
+    images = np.random.default_rng(0).integers(0, 256, (40, *shape), dtype=np.uint8)
+    from gtn_nas.core.images import normalize
+
+    logits, _ = space.learner(g, TINY_C, 1, 10, shape).apply(a.params, a.stats,
+                                                            normalize(images, (0.1,), (0.3,)), False)
+    labels = np.asarray(jnp.argmax(logits, -1))  # the network's own answers: accuracy 1 for it
+    assert exact.accuracy(a, images, labels) == 1.0
+    assert composed.accuracy(b, images, labels) == 1.0
+    ra, rb = exact.recalibrate(a, xs[0]), composed.recalibrate(b, xs[0])
+    for u, v in zip(jax.tree_util.tree_leaves(ra.stats), jax.tree_util.tree_leaves(rb.stats)):
+        np.testing.assert_allclose(v, u, rtol=1e-4, atol=1e-5)

@@ -87,10 +87,16 @@ def _resolve_sizes(cfg: SearchConfig, mcfg, space, image_shape) -> dict[str, Any
     return {"channels": int(channels), "cells": int(cells), "input_shape": list(image_shape)}
 
 
-def _resolve_program(cfg: SearchConfig) -> str:
+def _resolve_program(cfg: SearchConfig, stored: str | None = None) -> str:
+    """``--program``; ``auto``: what a resumed search ran (``stored``: the programs' float
+    rounding differs, so the rows of one search come from one), else per space and backend."""
     if cfg.program != "auto":
         return cfg.program
-    return "shared" if cfg.space == "nb201" and jax.default_backend() != "cpu" else "exact"
+    if stored is not None:
+        return stored
+    if cfg.space != "nb201":
+        return "exact"
+    return "shared" if jax.default_backend() != "cpu" else "composed"
 
 
 def shard_of(cfg: SearchConfig) -> tuple[int, int]:
@@ -193,7 +199,7 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
         real_steps = cfg.real_steps or steps
         real_batch = cfg.real_batch_size or mcfg.batch_size
     sizes = _resolve_sizes(cfg, mcfg, space, data.image_shape)
-    program = _resolve_program(cfg)
+    program = _resolve_program(cfg, store.get_meta("id.program"))
     identity = {
         "space": space.name, "seed": cfg.seed, "archs": list(cfg.archs),
         "gtn_run": str(Path(cfg.gtn).resolve()) if mcfg is not None else None,

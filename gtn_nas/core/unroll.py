@@ -55,9 +55,14 @@ def sgd_step(learner: Learner, st: InnerState, x: jax.Array, y: jax.Array, lr, m
         return soft_cross_entropy(logits, y), new_stats
 
     (loss, new_stats), g = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
-    buf = jax.tree_util.tree_map(lambda b, gi: mom * b + gi, st.momentum, g)
-    params = jax.tree_util.tree_map(lambda p, b: p - lr * b, st.params, buf)
+    params, buf = momentum_update(st.params, st.momentum, g, lr, mom)
     return InnerState(params, buf, new_stats), loss
+
+
+def momentum_update(params, momentum, grads, lr, mom):
+    """Heavy ball (module docstring): buf <- mom * buf + g, params <- params - lr * buf."""
+    buf = jax.tree_util.tree_map(lambda b, gi: mom * b + gi, momentum, grads)
+    return jax.tree_util.tree_map(lambda p, b: p - lr * b, params, buf), buf
 
 
 def unroll(

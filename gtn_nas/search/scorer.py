@@ -11,12 +11,14 @@ Proxies:
   training batch, no training, on the benchmark's own network (``search.zero_cost``).
 
 Two ways to run a trainable proxy, chosen once per search:
-- *stepped* (CPU, and ``exact`` anywhere): the learner's inner step and eval chunk are programs of
-  their own driven by a Python loop (``core.training.SteppedLearner``: XLA's CPU backend runs
-  convolutions ~10x slower inside ``lax.scan``), fed by one compiled program per proxy that draws
-  the batches and schedule. The learner is the genotype's own network (``exact``), or the NB201
-  weight-sharing supernet with the op indices as an argument (``shared``: one compilation for the
-  whole search);
+- *stepped* (CPU, and ``exact``/``composed`` anywhere): the learner's inner step and eval chunk
+  are programs of their own driven by a Python loop (``core.training.SteppedLearner``: XLA's CPU
+  backend runs convolutions ~10x slower inside ``lax.scan``), fed by one compiled program per
+  proxy that draws the batches and schedule. The learner is the genotype's own network
+  (``exact``: compiled per genotype), the same network run as per-op programs shared by every
+  NB201 genotype (``composed``: ``search_spaces.nb201_composed``, nothing compiled per genotype
+  once the ops are), or the NB201 weight-sharing supernet with the op indices as an argument
+  (``shared``: one compilation for the whole search);
 - *whole* (``shared`` on accelerators): the whole proxy, inner loop as a scan, one program.
 Every program is an entry of ``programs.PROGRAMS`` under a complete key. Everything large
 (meta-parameters, validation subset, training images) is an *argument*, never a captured
@@ -138,19 +140,27 @@ class Scorer:
         return PROGRAMS.get(("batches", proxy, s.with_conv()), build)
 
     def _stepped_learner(self, genotype, key, arch):
-        """The SteppedLearner of the genotype (``arch`` None) or of the shared supernet."""
+        """The SteppedLearner of the genotype (``arch`` None) or of the shared supernet, or the
+        genotype's ComposedNB201 (``--program composed``)."""
         s = self.setup
         which = "shared" if arch is not None else genotype.to_str()
 
         def build():
-            stepped = SteppedLearner(self._learner_of(None if arch is not None else genotype),
-                                     s.mean, s.std, s.chunk)
+            if self.program == "composed":
+                from search_spaces.nb201_composed import ComposedNB201
+
+                stepped = ComposedNB201(self.space.build(genotype, s.channels, s.cells,
+                                                         s.num_classes, s.input_shape),
+                                        s.input_shape, s.mean, s.std, s.chunk)
+            else:
+                stepped = SteppedLearner(self._learner_of(None if arch is not None else genotype),
+                                         s.mean, s.std, s.chunk)
             sizes = (s.real_batch,) if s.teacher is None else (s.teacher.batch_size, s.real_batch)
             seconds = stepped.compile(key, sizes, s.input_shape, s.num_classes,
                                       self.args["val"][0].dtype, arch)
             return stepped, seconds
 
-        return PROGRAMS.get(("stepped", which, s.with_conv()), build)
+        return PROGRAMS.get(("stepped", self.program, which, s.with_conv()), build)
 
     # -- scoring --------------------------------------------------------------------------------
 
