@@ -42,7 +42,7 @@ def learner_of(program: str, genotype, channels: int, cells: int, shape):
     """What SteppedLearner takes: the genotype's network, or ``arch -> Learner`` (shared)."""
     from search_spaces import get_space, nb201
 
-    if program in ("exact", "composed"):
+    if program == "exact":
         return get_space("nb201").learner(genotype, channels, cells, 10, shape)
     mode, layers = SHARED[program]
     return lambda arch: nb201.shared_learner(arch, channels, cells, 10, shape, mode=mode,

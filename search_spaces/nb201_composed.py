@@ -110,23 +110,31 @@ def _apply(module: nn.Module, p, s, x, train: bool):
     return learner_from_module("block", module, x.shape[1:]).apply(p, s, x, train)
 
 
-# -- the programs: one set per module, each jit compiling once per input shape -----------------
+# -- the programs: one per module and kind, each jit compiling once per input shape -----------
 
-def _programs(module: nn.Module, wrt_x: bool):
-    """(train_vjp, forward) of ``module``: train_vjp(p, s, x) -> (y, vjp, new stats), the VJP
-    taken with respect to (p, x) or (``wrt_x`` False) p alone; forward(p, s, x, train)."""
-    return _programs_for(module, wrt_x, conv_setting())
+def _per_conv_setting(build):
+    """``build(*args)`` cached per arguments and $GTN_NAS_CONV (read when a program traces, so
+    part of what it is)."""
+    cached = functools.lru_cache(maxsize=None)(lambda conv, *args: build(*args))
+    return lambda *args: cached(conv_setting(), *args)
 
 
-@functools.lru_cache(maxsize=None)
-def _programs_for(module: nn.Module, wrt_x: bool, conv: str):  # conv: traced in, so a key
+@_per_conv_setting
+def _train_vjp(module: nn.Module, wrt_x: bool):
+    """(p, s, x) -> (y, vjp, new stats), the VJP with respect to (p, x) or (``wrt_x`` False) p."""
 
     def train_vjp(p, s, x):
         if wrt_x:
             return jax.vjp(lambda p, x: _apply(module, p, s, x, True), p, x, has_aux=True)
         return jax.vjp(lambda p: _apply(module, p, s, x, True), p, has_aux=True)
 
-    return jax.jit(train_vjp), jax.jit(functools.partial(_apply, module), static_argnums=3)
+    return jax.jit(train_vjp)
+
+
+@_per_conv_setting
+def _forward(module: nn.Module):
+    """(p, s, x, train) -> (y, new stats), no gradients."""
+    return jax.jit(functools.partial(_apply, module), static_argnums=3)
 
 
 @jax.jit
@@ -138,13 +146,9 @@ def _backward(vjp, g, p, buf, lr, mom):
     return p, buf, grads[1] if len(grads) > 1 else None
 
 
+@_per_conv_setting
 def _head_step(module: nn.Module):
     """(p, s, buf, h, y, lr, mom) -> (new p, new buf, new stats, d loss / d h, loss)."""
-    return _head_step_for(module, conv_setting())
-
-
-@functools.lru_cache(maxsize=None)
-def _head_step_for(module: nn.Module, conv: str):
 
     def step(p, s, buf, h, y, lr, mom):
         def loss_fn(p, h):
@@ -179,7 +183,6 @@ class ComposedNB201:
             raise ConfigError("composed NB201 programs train the search's networks only (no "
                               "drop-path, auxiliary head or dropout)")
         self.mean, self.std, self.chunk = tuple(mean), tuple(std), chunk
-        self.input_shape = tuple(input_shape)
         self.learner = learner_from_module("nb201-composed", network, input_shape)
         m = network
         fields = {f: getattr(m, f) for f in ("channels", "cells", "num_classes", "bn_momentum",
@@ -202,7 +205,6 @@ class ComposedNB201:
                     edges.append((j, i, op, block))
                 cells.append(sorted(edges))  # NB201Cell's order: by node j, then source i
             self.stages.append((reduce, cells))
-        self.compiled = False
 
     # -- walking the network --------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class ComposedNB201:
         new_buf, new_s = _dict_copy(st.momentum), _dict_copy(st.stats)
 
         def run(b, p, s, h):
-            y, vjp, s = _programs(b.module, b is not self.stem)[0](p, s, h)
+            y, vjp, s = _train_vjp(b.module, b is not self.stem)(p, s, h)
             return y, s, vjp
 
         h, tape = self._walk(params, st.stats, new_s, x, run)
@@ -297,12 +299,12 @@ class ComposedNB201:
         new_s = _dict_copy(st.stats)
 
         def run(b, p, s, h):
-            y, s = _programs(b.module, True)[1](p, s, h, train)
+            y, s = _forward(b.module)(p, s, h, train)
             return y, s, None
 
         h, _ = self._walk(st.params, st.stats, new_s, x, run)
-        logits, s = _programs(self.head.module, True)[1](self.head.take(st.params),
-                                                   self.head.take(st.stats), h, train)
+        logits, s = _forward(self.head.module)(self.head.take(st.params),
+                                               self.head.take(st.stats), h, train)
         self.head.put(new_s, s)
         return logits, new_s
 
@@ -334,7 +336,6 @@ class ComposedNB201:
                 st, np.zeros((self.chunk, *image_shape), val_dtype),
                 np.zeros((self.chunk,), np.int32), np.ones((self.chunk,), bool)))
             _COMPILED.update(needed)
-        self.compiled = True
         return time.perf_counter() - t0
 
     def train(self, key_init: jax.Array, xs, ys, lrs, moms, arch=None) -> InnerState:

@@ -532,6 +532,7 @@ def test_composed_nb201_trains_and_scores_as_the_genotypes_own_network(genotype)
     """Per-op programs strung together in Python give the genotype's own network's training
     (``unroll.sgd_step`` from the same init), eval accuracy and recalibrated statistics, up to
     float rounding; parameters that cannot reach the loss stay where they started."""
+    from gtn_nas.core.images import normalize
     from gtn_nas.core.training import SteppedLearner
     from search_spaces.nb201_composed import ComposedNB201
 
@@ -555,8 +556,6 @@ def test_composed_nb201_trains_and_scores_as_the_genotypes_own_network(genotype)
                                                        jax.tree_util.tree_leaves(start.params))]
     assert any(moved)
     images = np.random.default_rng(0).integers(0, 256, (40, *shape), dtype=np.uint8)
-    from gtn_nas.core.images import normalize
-
     logits, _ = space.learner(g, TINY_C, 1, 10, shape).apply(a.params, a.stats,
                                                             normalize(images, (0.1,), (0.3,)), False)
     labels = np.asarray(jnp.argmax(logits, -1))  # the network's own answers: accuracy 1 for it
