@@ -15,8 +15,8 @@ from conftest import REPO_ROOT
 
 
 def test_each_stage_gets_its_share_of_what_is_left():
-    assert allocate(100.0, list(STAGES)) == pytest.approx(45.0)
-    assert allocate(100.0, ["proxy", "scaling"]) == pytest.approx(75.0)
+    assert allocate(100.0, list(STAGES)) == pytest.approx(35.0)
+    assert allocate(100.0, ["proxy", "scaling"]) == pytest.approx(100 * 2 / 3)
     assert allocate(100.0, ["scaling"]) == pytest.approx(100.0)
     assert allocate(-5.0, ["scaling"]) == 0.0
 
@@ -74,6 +74,9 @@ def test_smoke_suite_runs_every_stage_and_a_second_call_skips_them(tmp_path, sha
     assert (t["outer_steps"], t["iterations"], t["config"]["generator"]) == (3, 3, "conv")
     assert 0 <= t["gtn_test"]["mean"] <= 1 and 0 <= t["real_test"]["mean"] <= 1
     assert t["curve"]["steps"] == [1, 2]  # the second evaluate, after the headline's
+    cv = st["conv"]  # the cpu-conv preset (its learner), no inner-step curve, its validations
+    assert (cv["outer_steps"], cv["config"]["learner"], cv["curve"]) == (3, "base_fc", None)
+    assert 0 <= cv["gtn_test"]["mean"] <= 1 and cv["val_curve"][-1][0] == 3
     tiny = st["speed"]["presets"]["tiny"]
     assert tiny["steps_per_s"] > 0 and tiny["flops_per_step"] > 0 and tiny["peak_memory_mb"] > 0
     assert st["speed"]["search"]["archs_per_min"] > 0
@@ -84,7 +87,8 @@ def test_smoke_suite_runs_every_stage_and_a_second_call_skips_them(tmp_path, sha
     assert all(-1 <= m["spearman"] <= 1 for m in px["metrics"].values() if m["spearman"] is not None)
     assert [r["devices"] for r in st["scaling"]["rows"]] == [1, 2]
     md = (out / "suite.md").read_text()
-    for heading in ("1. `paper` preset, MNIST", "2. Speed", "3. Proxies", "4. Sharded"):
+    for heading in ("1. `paper` preset, MNIST", "2. `cpu-conv` preset", "3. Speed", "4. Proxies",
+                    "5. Sharded"):
         assert heading in md
 
     walls = {s: st[s]["wall_s"] for s in STAGES}
