@@ -6,9 +6,9 @@
 # GTN's 70 MB best state).
 #
 #   run(command="bash benchmarks/device_call.sh", carry=["device_data"], timeout_s=595)
+#   (device_data/: cp -r ../shared/data/mnist device_data/ beforehand)
 # Knobs (environment): B1 (teach and conv budget, s; 360), B2 (speed, s; 130), CONV_ITERS (2100:
 # 3x the preset, what ~270 s of meta-training holds at <= 0.13 s a meta-step), X=--smoke, S, DATA.
-#   (device_data/: cp -r ../shared/data/mnist device_data/ beforehand)
 #
 # Then here: tar xzf <files_at>/suite.tgz and
 #   python benchmarks/device_suite.py --report runs/ds/a --record   (and runs/ds/b)

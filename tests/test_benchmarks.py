@@ -135,6 +135,24 @@ def test_search_cost_times_each_program_per_architecture():
         assert abs(v["total_s"] - v["compile_s"] - v["init_s"] - v["steps_s"] - v["eval_s"]) < 0.01
 
 
+def test_composed_ops_times_every_program_of_the_steps_and_restores_them():
+    """benchmarks/composed_ops.py: each forward, backward, head step and node sum of the timed
+    architectures is counted under its op, and the module's programs are the real ones after."""
+    import search_spaces.nb201_composed as composed
+    from benchmarks.composed_ops import measure
+
+    before = (composed._train_vjp, composed._backward, composed._head_step, composed._add)
+    r = measure(archs=1, channels=2, cells=1, steps=2, batch=4)
+    assert (composed._train_vjp, composed._backward, composed._head_step, composed._add) == before
+    rows = {(x["op"], x["shape"], x["direction"]): x for x in r["rows"]}
+    assert rows[("Stem", "28x28x1", "forward")]["calls"] == 2  # once per step
+    assert rows[("Head", "7x7x8", "step")]["calls"] == 2
+    assert rows[("ResidualReduction", "28x28x2", "backward")]["calls"] == 2
+    assert all(x["op"] != "?" for x in r["rows"])  # every backward traced to its forward
+    assert abs(sum(x["share"] for x in r["rows"]) - 1) < 0.01 and 0 < r["timed_s"]
+    assert len(r["genotypes"]) == 1
+
+
 def test_proxy_paired_wins_compare_the_gtn_with_each_target_rival():
     import numpy as np
 
