@@ -194,10 +194,15 @@ def test_paper_generator_shapes(key):
     ((3, 3, 2, 2), (2, 2), ((1, 1), (1, 1)))])
 def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding, key, monkeypatch):
     """The im2col form (gtn_nas.core.nn.spatial) is the same function as XLA's convolution, and so are
-    the derivatives meta-training takes of it: the gradient of a weight gradient."""
+    the derivatives meta-training takes of it: the gradient of a weight gradient. So is what
+    ``conv2d`` computes without slices (XLA's op, or a matmul for a 1x1 kernel)."""
     from gtn_nas.core.nn.spatial import conv2d, conv2d_channel_major
 
     kx, kw = jax.random.split(key)
+
+    def reference(x, w):  # XLA's own op, whatever GTN_NAS_CONV says
+        return jax.lax.conv_general_dilated(x, w, strides, padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     def nhwc(x, w):
         return conv2d(x, w, strides, padding, slices=True)
@@ -216,12 +221,14 @@ def test_conv_as_slices_equals_xla_conv_to_second_order(kernel, strides, padding
     with jax.enable_x64(True):  # float64: the comparison is of the functions, not of float32 rounding
         x = jax.random.normal(kx, (2, 7, 6, kernel[2]), jnp.float64)
         w = jax.random.normal(kw, kernel, jnp.float64)
-        for impl, conv in (("xla", nhwc), ("slices", nhwc), ("channel-major", cnhw)):
-            monkeypatch.setenv("GTN_NAS_CONV", impl if impl != "channel-major" else "slices")
+        for impl, conv in (("reference", reference), ("xla", nhwc), ("slices", nhwc),
+                           ("channel-major", cnhw)):
+            monkeypatch.setenv("GTN_NAS_CONV", "slices" if impl in ("slices", "channel-major")
+                               else "xla")
             (val, y), grads = jax.value_and_grad(second_order(conv), (0, 1), has_aux=True)(x, w)
             results[impl] = (y, val, *grads)
-    for impl in ("slices", "channel-major"):
-        for a, b in zip(results["xla"], results[impl]):
+    for impl in ("xla", "slices", "channel-major"):
+        for a, b in zip(results["reference"], results[impl]):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     monkeypatch.setenv("GTN_NAS_CONV", "fast")
     with pytest.raises(ConfigError, match="GTN_NAS_CONV"):

@@ -84,9 +84,11 @@ def _pad_spatial(x: jax.Array, axes: tuple[int, int], kernel: tuple[int, int],
 def conv2d(x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1),
            padding: Padding = "SAME", slices: bool = False) -> jax.Array:
     """NHWC input, HWIO kernel, no dilation or groups. ``slices``: the module's preference (see
-    the module docstring)."""
+    the module docstring). A 1x1 kernel is always a matmul: XLA:CPU turned its forward into one
+    but kept its weight gradient a convolution between transposed copies, 3.1 of the 5.1 ms of an
+    NB201 1x1 edge's backward at 28x28x8 (benchmarks/RESULTS.md, Search cost)."""
     strides = tuple(int(s) for s in strides)
-    if not use_slices(slices):
+    if not use_slices(slices) and w.shape[:2] != (1, 1):
         return jax.lax.conv_general_dilated(x, w, window_strides=strides, padding=padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
     kh, kw, cin, cout = w.shape
