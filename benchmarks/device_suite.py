@@ -223,9 +223,8 @@ def _val_curve(run_dir: Path) -> list[list[float]]:
 def _teach_run(suite: Suite, stage: str, run_dir: Path, extra: list[str], alloc: float,
                curve: bool = True, reserve_share: float = 0.4) -> dict:
     """Meta-trains ``run_dir`` in ``alloc`` seconds less evaluate's reserve (``reserve_share``
-    of them, at least 75 s), then evaluates it
-    (5 new learner seeds, GTN vs tuned real) and, if ``curve`` and time is left, its accuracy
-    after 1, 2, 4, ... inner steps."""
+    of them, at least 75 s), then evaluates it (5 new learner seeds, GTN vs tuned real) and, if
+    ``curve`` and time is left, its accuracy after 1, 2, 4, ... inner steps."""
     args, end = suite.args, time.time() + alloc
     reserve = 60.0 if args.smoke else max(75.0, reserve_share * alloc)  # for evaluate
     extra = extra + (SMOKE_TEACH if args.smoke else [])
