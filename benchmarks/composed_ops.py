@@ -6,7 +6,7 @@
 Each program call is waited for (``block_until_ready``) and timed, so the sum is close to the
 steps' wall time (dispatches no longer overlap). Architecture 0 compiles the programs and is not
 counted; the others are random NB201 genotypes (seed 0), trained for ``--steps`` steps of batch
-``--batch`` on MNIST-sized noise, as benchmarks/search_cost.py does.
+``--batch`` on MNIST-sized noise: search_cost.py's genotypes and inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine  # noqa: E402
+from benchmarks.search_cost import SHAPE, sample_genotypes, step_inputs  # noqa: E402
 
 
 def op_name(module) -> str:
@@ -29,7 +30,6 @@ def op_name(module) -> str:
 
 def measure(archs: int, channels: int, cells: int, steps: int, batch: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     import search_spaces.nb201_composed as composed
@@ -70,14 +70,10 @@ def measure(archs: int, channels: int, cells: int, steps: int, batch: int) -> di
                                                    "backward"), backward, vjp, g, *a)
     composed._add = lambda a, b: timed(("node sum", a.shape[1:], "-"), add, a, b)
     try:
-        shape = (28, 28, 1)
-        space = get_space("nb201")
-        xs = jax.random.normal(jax.random.PRNGKey(1), (steps, batch, *shape))
-        ys = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(2), (steps, batch), 0, 10), 10)
-        lrs, moms = jnp.full((steps,), 0.05), jnp.full((steps,), 0.5)
+        shape, space = SHAPE, get_space("nb201")
+        xs, ys, lrs, moms = step_inputs(steps, batch)
         wall, genotypes = 0.0, []
-        for i in range(archs + 1):
-            g = space.sample(jax.random.fold_in(jax.random.PRNGKey(0), i))
+        for i, g in enumerate(sample_genotypes(space, 0, archs + 1)):
             net = composed.ComposedNB201(space.build(g, channels, cells, 10, shape), shape,
                                          (0.13,), (0.31,), 1000)
             on[0] = False

@@ -49,6 +49,26 @@ def learner_of(program: str, genotype, channels: int, cells: int, shape):
                                              layers=layers)
 
 
+SHAPE = (28, 28, 1)  # MNIST-sized inputs
+
+
+def sample_genotypes(space, seed: int, n: int) -> list:
+    """The ``n`` random genotypes of ``seed`` (the first is the uncounted warm-up)."""
+    import jax
+
+    return [space.sample(jax.random.fold_in(jax.random.PRNGKey(seed), i)) for i in range(n)]
+
+
+def step_inputs(steps: int, batch: int):
+    """(xs, ys, lrs, moms) of ``steps`` inner steps of ``batch`` random MNIST-sized images."""
+    import jax
+    import jax.numpy as jnp
+
+    xs = jax.random.normal(jax.random.PRNGKey(1), (steps, batch, *SHAPE))
+    ys = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(2), (steps, batch), 0, 10), 10)
+    return xs, ys, jnp.full((steps,), 0.05), jnp.full((steps,), 0.5)
+
+
 def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: int, batch: int,
             eval_images: int, log=print) -> dict:
     """{program: {"compile_s", "init_s", "steps_s", "eval_s", "total_s"}: per-architecture
@@ -61,13 +81,9 @@ def measure(programs, archs: int, seed: int, channels: int, cells: int, steps: i
     from search_spaces import get_space, nb201
     from search_spaces.nb201_composed import ComposedNB201
 
-    shape = (28, 28, 1)
-    space = get_space("nb201")
-    genotypes = [space.sample(jax.random.fold_in(jax.random.PRNGKey(seed), i))
-                 for i in range(archs + 1)]
-    xs = jax.random.normal(jax.random.PRNGKey(1), (steps, batch, *shape))
-    ys = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(2), (steps, batch), 0, 10), 10)
-    lrs, moms = jnp.full((steps,), 0.05), jnp.full((steps,), 0.5)
+    shape, space = SHAPE, get_space("nb201")
+    genotypes = sample_genotypes(space, seed, archs + 1)
+    xs, ys, lrs, moms = step_inputs(steps, batch)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (eval_images, *shape), dtype=np.uint8)
     labels = rng.integers(0, 10, (eval_images,)).astype(np.int32)
