@@ -153,6 +153,18 @@ def test_composed_ops_times_every_program_of_the_steps_and_restores_them():
     assert len(r["genotypes"]) == 1
 
 
+def test_edge_batching_forms_give_each_architecture_its_own_gradients():
+    """benchmarks/edge_batching.py: the vmapped and block-diagonal forms are checked against the
+    one-architecture program (parameters differ per architecture) before they are timed."""
+    from benchmarks.edge_batching import measure
+
+    rows = measure([3], batch=2, rounds=1, stages=((6, 2), (3, 4)))
+    assert [(r["archs"], r["input"]) for r in rows] == [(3, "6x6x2"), (3, "3x3x4")]
+    for r in rows:
+        assert set(r["ms_per_arch"]) == {"separate", "vmap", "blockdiag"}
+        assert all(t > 0 for t in r["ms_per_arch"].values()) and r["ratio"]["separate"] == 1
+
+
 def test_proxy_paired_wins_compare_the_gtn_with_each_target_rival():
     import numpy as np
 
