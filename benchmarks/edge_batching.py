@@ -71,8 +71,7 @@ def forms(k: int, c: int):
                   "scale": part(gp["scale"], i), "bias": part(gp["bias"], i)}, part(gx, i))
                 for i in range(k)]
 
-    def separate(args):
-        p, x, ct = args
+    def separate(p, x, ct):
         return [one(jax.tree.map(lambda a: a[i], p), x[i], ct[i]) for i in range(k)]
 
     return {
@@ -101,8 +100,7 @@ def measure(archs: list[int], batch: int, rounds: int, stages=STAGES) -> list[di
             runs = {}
             for name, (prog, arrange, split) in table.items():
                 args = arrange(p, x, ct)
-                call = (lambda a=args, f=prog: f(a)) if name == "separate" else \
-                    (lambda a=args, f=prog: f(*a))
+                call = lambda a=args, f=prog: f(*a)  # noqa: E731
                 got = split(jax.block_until_ready(call()))
                 if ref is None:
                     ref = got
