@@ -2,8 +2,9 @@
 
 A command's options are generated from its config dataclass (``gtn_nas.config``): every field is
 an option, declared once there with its help, choices and spellings, so the two cannot drift.
-User errors (bad options, missing data, corrupt checkpoints, NaN meta-training) print one line
-to stderr and exit with code 2; Ctrl-C saves state and exits with 130.
+User errors (bad options, missing data, corrupt checkpoints, NaN meta-training, a full disk, a
+locked run) print one line to stderr and exit with code 2, and so do the command line's own
+(an unknown flag, ``-T abc``): ``OneLineErrors``. Ctrl-C and SIGTERM save state and exit 130.
 """
 
 from __future__ import annotations
@@ -11,18 +12,61 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import sys
 import typing
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+import typer.core
+from typer.core import TyperGroup
 
 from gtn_nas.config import (EvaluateConfig, MetaTrainConfig, RankConfig, RetrainConfig,
                             SearchConfig, build_config, preset_values)
 from gtn_nas.errors import ConfigError, GtnError
 
+# The click that typer parses with: vendored as typer._click since typer 0.2x, the click package
+# before; its exceptions are the ones to catch.
+click = getattr(typer.core, "_click", None) or getattr(typer.core, "click")
+Abort = getattr(typer.core, "Abort", None) or click.exceptions.Abort
+MAX_MESSAGE = 500  # characters of an error line; the middle of a longer one is elided
+
+
+def one_line(message: str) -> str:
+    """An error message as one line of bounded length: a 9 MB architecture string given by
+    mistake is not echoed back whole."""
+    text = " ".join(str(message).split())
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[:MAX_MESSAGE - 120]} [... {len(text) - MAX_MESSAGE + 20:,} characters ...] {text[-100:]}"
+
+
+class OneLineErrors(TyperGroup):
+    """The command line's own errors (unknown flag, a value of the wrong type, a missing
+    argument) as one ``error:`` line and exit code 2, like the library's, instead of click's
+    usage box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.UsageError as e:
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            typer.echo(f"error: {one_line(e.format_message())}{where}", err=True)
+            sys.exit(2)
+        except click.exceptions.ClickException as e:
+            typer.echo(f"error: {one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except Abort:
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
-    name="gtn-nas", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="gtn-nas", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
     help="Generative Teaching Networks for neural architecture search (Such et al. 2019).")
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
@@ -37,13 +81,42 @@ def _run(fn: Callable[[], Any], json_mode: bool) -> None:
     try:
         result = fn()
     except GtnError as e:
-        typer.echo(f"error: {e}", err=True)
+        first, _, rest = str(e).partition("\n")
+        typer.echo(f"error: {one_line(first)}", err=True)
+        if rest:  # a result that no file could hold (files.save_result): on stdout, not lost
+            typer.echo(rest)
         raise typer.Exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted; state saved, run the same command again to resume", err=True)
         raise typer.Exit(130)
+    except OSError as e:  # the environment: a full disk, a folder removed under a run
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"error: {one_line(where + (e.strerror or str(e)))}", err=True)
+        raise typer.Exit(2)
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the trace in a file
+        if os.environ.get("GTN_NAS_TRACEBACK"):
+            raise
+        typer.echo(f"error: {one_line(f'unexpected {type(e).__name__}: {e}')} (a bug in "
+                   f"gtn-nas; {_save_traceback()})", err=True)
+        raise typer.Exit(1)
     if json_mode and result is not None:
         typer.echo(json.dumps(result, indent=2, sort_keys=True, default=float))
+
+
+def _save_traceback() -> str:
+    """Writes the current exception's traceback to a file for a bug report; says where."""
+    import tempfile
+    import time
+    import traceback
+
+    path = os.path.join(tempfile.gettempdir(),
+                        f"gtn-nas-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
+    try:
+        with open(path, "w") as f:
+            f.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+    except OSError:
+        return "set GTN_NAS_TRACEBACK=1 to see the traceback"
+    return f"the traceback is in {path}; GTN_NAS_TRACEBACK=1 prints it"
 
 
 def _reporter(quiet: bool, json_mode: bool):
@@ -253,6 +326,9 @@ def main() -> None:
     from gtn_nas import enable_compilation_cache
     from gtn_nas.io.hostmem import reuse_freed_memory
 
+    from gtn_nas.io.signals import stop_on_signals
+
+    stop_on_signals()  # schedulers, `kill` and Ray stop with SIGTERM: the same clean stop as Ctrl-C
     reuse_freed_memory()  # before JAX starts its threads
     enable_compilation_cache()
     app()

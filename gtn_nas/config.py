@@ -14,8 +14,10 @@ the preset's values overridden by whatever options the user gave explicitly (``b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,11 +27,12 @@ from search_spaces import SPACES, get_space
 
 from gtn_nas.core.generator import GENERATORS
 from gtn_nas.core.learners import FIXED_LEARNERS
-from gtn_nas.core.teacher import CURRICULA
+from gtn_nas.core.teacher import CURRICULA, check_schedule
 from gtn_nas.core.unroll import REMAT_LEVELS
 from gtn_nas.errors import ConfigError, GtnError
 from gtn_nas.io.data.base import DATASETS
 from gtn_nas.io.files import write_atomic
+from gtn_nas.search.zero_cost import ZERO_COST
 
 C = TypeVar("C")
 
@@ -47,8 +50,9 @@ Remat = _choices("Remat", ("auto",) + REMAT_LEVELS)
 GtnCheckpoint = _choices("GtnCheckpoint", ("best", "last"))  # which meta-parameters to read
 SpaceName = _choices("SpaceName", tuple(SPACES))
 TRAINED_PROXIES = ("gtn", "real")  # train a learner; the gtn proxy needs a GTN
-ZERO_COST_PROXIES = ("synflow", "naswot", "jacov", "snip", "grad_norm")  # gtn_nas.search.zero_cost
-Proxy = _choices("Proxy", TRAINED_PROXIES + ("params", "flops") + ZERO_COST_PROXIES)
+ZERO_COST_PROXIES = tuple(ZERO_COST)  # the registry: gtn_nas.search.zero_cost
+VOTE = "vote"  # a rank aggregate of other proxies of the search (gtn_nas.search.vote)
+Proxy = _choices("Proxy", TRAINED_PROXIES + ("params", "flops") + ZERO_COST_PROXIES + (VOTE,))
 Program = _choices("Program", ("auto", "exact", "composed", "shared"))
 RealSchedule = _choices("RealSchedule", ("constant", "cosine"))
 GtnBN = _choices("GtnBN", ("synthetic", "real"))
@@ -64,9 +68,36 @@ MICRO_POOL = 8  # micro meta-training's default architecture pool (each genotype
 INT_LIMIT = 2**31 - 1  # counts become int32 step counters and PRNG folds inside JAX
 
 
+@dataclass(frozen=True)
+class Domain:
+    """The interval a numeric option's values must lie in (each element, for a list option)."""
+
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return (f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                f"{')' if self.hi_open else ']'}")
+
+
+POSITIVE = Domain(0, lo_open=True)  # sizes, counts, step sizes, epsilons
+NON_NEGATIVE = Domain(0)  # seeds, loss weights, "0: off" switches
+UNIT = Domain(0, 1, hi_open=True)  # momentums, Adam betas, probabilities, fractions
+
+
 def option(default: Any, help: str, *, choices: type[StrEnum] | None = None,
            flags: tuple[str, ...] = (), resumable: bool = False, argument: bool = False,
-           listing: str | None = None) -> Any:
+           listing: str | None = None, domain: Domain | None = None, limit: int | None = None,
+           path: bool = False) -> Any:
     """A config field a user sets from the command line.
 
     ``choices``: the Enum of allowed values (checked here, listed by --help). ``flags``: the
@@ -74,10 +105,13 @@ def option(default: Any, help: str, *, choices: type[StrEnum] | None = None,
     ``("--learn-labels/--fixed-labels",)`` for a bool). ``resumable``: may differ between the
     invocation that created a run directory and one that resumes it. ``argument``: positional.
     ``listing``: a tuple field given as ``csv`` (one comma-separated value) or ``repeat``
-    (the option repeated).
+    (the option repeated). ``domain``: the interval a number must lie in; ``limit``: the
+    largest sane count; ``path``: a file or folder name, which may not be empty. All three are
+    checked by ``check_values``, once, whichever way the config was built.
     """
     meta = {"help": help, "choices": choices, "flags": flags, "resumable": resumable,
-            "argument": argument, "listing": listing}
+            "argument": argument, "listing": listing, "domain": domain, "limit": limit,
+            "path": path}
     return field(default=default, metadata=meta)
 
 
@@ -86,25 +120,68 @@ def resumable_keys(cls) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
 
 
-def check_numbers(cfg, limits: dict[str, int] | None = None) -> None:
-    """Every float option finite, every count within int32 and its own sane ``limits``.
+@functools.cache
+def _field_types(cls) -> dict[str, tuple[tuple[type, ...], bool, bool]]:
+    """Per field: (its scalar types, whether None is allowed, whether it is a tuple)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if typing.get_origin(hint) is ClassVar:
+            continue
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        inner = [a for a in args if a is not type(None)] if optional else [hint]
+        base = inner[0]
+        many = typing.get_origin(base) is tuple
+        scalar = typing.get_args(base)[0] if many else base
+        out[name] = ((int, float) if scalar is float else (scalar,), optional, many)
+    return out
 
-    Run first in each config's ``__post_init__``: NaN passes every ``<``/``>`` test below it, and
-    a NaN meta-lr or retrain lr would silently train to NaN."""
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return {int: "a whole number", float: "a number", str: "a string",
+            bool: "true or false"}.get(types[-1], types[-1].__name__)
+
+
+def check_values(cfg) -> None:
+    """Every field of its declared type, every float finite, every count within int32 and its
+    ``limit``, every number in its ``domain``, every path non-empty.
+
+    Run first in each config's ``__post_init__``: NaN passes every ``<``/``>`` test after it, a
+    string from a hand-edited config.json fails deep inside a command, and a negative
+    learning rate or a momentum of 5 trains to nonsense without an error."""
+    types = _field_types(type(cfg))
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        values = v if isinstance(v, (tuple, list)) else (v,)
+        allowed, optional, many = types[f.name]
+        if v is None:
+            if optional:
+                continue
+            raise ConfigError(f"{f.name} may not be empty (null)")
+        if many and isinstance(v, list):
+            v = tuple(v)
+            object.__setattr__(cfg, f.name, v)
+        values = v if many else (v,)
+        if many and not isinstance(v, tuple):
+            raise ConfigError(f"{f.name} must be a list, got {v!r:.60}")
         for x in values:
-            if isinstance(x, bool):
+            ok = (isinstance(x, bool) == (bool in allowed)) and isinstance(x, allowed)
+            if not ok and not (f.metadata.get("choices") and isinstance(x, StrEnum)):
+                raise ConfigError(f"{f.name} must be {_type_name(allowed)}, got {x!r:.60}")
+            if isinstance(x, bool) or isinstance(x, str):
                 continue
             if isinstance(x, float) and not math.isfinite(x):
                 raise ConfigError(f"{f.name} must be a finite number, got {x}")
             if isinstance(x, int) and abs(x) > INT_LIMIT:
                 raise ConfigError(f"{f.name} must be at most {INT_LIMIT:,} in size, got {x}")
-    for name, limit in (limits or {}).items():
-        v = getattr(cfg, name)
-        if v is not None and v > limit:
-            raise ConfigError(f"{name} must be at most {limit:,}, got {v:,}")
+            limit, domain = f.metadata.get("limit"), f.metadata.get("domain")
+            if limit is not None and x > limit:
+                raise ConfigError(f"{f.name} must be at most {limit:,}, got {x:,}")
+            if domain is not None and x not in domain:
+                raise ConfigError(f"{f.name} must be {domain}, got {x!r}")
+        if float in allowed and not many and isinstance(v, int):
+            object.__setattr__(cfg, f.name, float(v))  # config.json and comparisons see 2.0
+        if f.metadata.get("path") and isinstance(v, str) and not v.strip():
+            raise ConfigError(f"{f.name} is an empty path; give a file or folder name")
 
 
 def check_choices(cfg) -> None:
@@ -121,22 +198,6 @@ def check_choices(cfg) -> None:
                                   f"{', '.join(enum.__members__)}, got {x!r}")
         plain = tuple(str(x) for x in values) if isinstance(v, tuple) else str(v)
         object.__setattr__(cfg, f.name, plain)
-
-
-def check_positive(cfg, *names: str, allow_zero: bool = False, optional: bool = False) -> None:
-    """``optional``: None (the default that the code fills in) passes."""
-    for n in names:
-        v = getattr(cfg, n)
-        if v is None and optional:
-            continue
-        if v is None or v < 0 or (v == 0 and not allow_zero):
-            raise ConfigError(f"{n} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
-
-
-def check_fraction(cfg, *names: str) -> None:
-    for n in names:
-        if not 0 <= getattr(cfg, n) < 1:
-            raise ConfigError(f"{n} must be in [0, 1), got {getattr(cfg, n)}")
 
 
 DATA_DIR_HELP = ("Folder with the raw dataset files (or a tfds data dir). Default: "
@@ -174,112 +235,119 @@ class MetaTrainConfig:
 
     COMMAND: ClassVar[str] = "meta-train"
 
-    out: str = option("runs/gtn", "Run directory (created, or resumed if it exists).", resumable=True)
+    out: str = option("runs/gtn", "Run directory (created, or resumed if it exists).", resumable=True,
+                      path=True)
     dataset: str = option("mnist", "Data set.", choices=Dataset)
-    data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
-    preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests, seconds), cpu (minutes on "
-                         "2 cores), cpu-conv (the paper's conv learner, 10-13 min on 2 AVX-512 "
-                         "cores, 17-18 with AVX2; with --dataset cifar10 base_larger2 at width 8, "
-                         "~20 min), paper (the paper's, GPU); options given override them.",
+    data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True, path=True)
+    preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests: seconds; a search-space "
+                         "learner at 4 channels, micro from a pool of one genotype: 2.5-2.7 "
+                         "min, nearly all one compile), cpu (minutes on 2 cores), cpu-conv (the "
+                         "paper's conv learner, 10-13 min on 2 AVX-512 cores, 17-18 with "
+                         "AVX2; with --dataset cifar10 base_larger2 at width 8, ~20 min), "
+                         "paper (the paper's, GPU); options given override them.",
                          choices=Preset)
     learner: str = option("mlp", "Meta-training learner: a fixed network or a search space "
                           "(a new architecture every outer step).", choices=LearnerName)
-    learner_width: int | None = option(256, "Hidden width (fixed learners) or channels (NAS learners).")
-    learner_cells: int = option(1, "NAS learners: cells per stage.")
+    learner_width: int | None = option(256, "Hidden width (fixed learners) or channels (NAS learners).",
+                                       domain=POSITIVE)
+    learner_cells: int = option(1, "NAS learners: cells per stage.", domain=POSITIVE)
     arch_pool: int = option(0, "NAS learners: draw each step's architecture from a fixed pool of "
-                            f"this many (0: a fresh one every step; micro: {MICRO_POOL}).")
+                            f"this many (0: a fresh one every step; micro: {MICRO_POOL}, 1 under "
+                            "tiny). Each micro genotype of the pool is a second-order program of "
+                            "its own, about a minute to compile on 2 cores.", domain=NON_NEGATIVE)
     generator: str = option("mlp", "Generator network (conv is the paper's).", choices=GeneratorName)
-    generator_hidden: int | None = option(64, "Width of the generator's first dense layer.")
-    inner_steps: int = option(32, "Inner steps T.", flags=("--inner-steps", "-T"))
-    batch_size: int = option(128, "Synthetic images per inner step.", flags=("--batch-size", "-B"))
-    noise_dim: int = option(64, "Generator noise size.")
+    generator_hidden: int | None = option(64, "Width of the generator's first dense layer.",
+                                          domain=POSITIVE)
+    inner_steps: int = option(32, "Inner steps T.", flags=("--inner-steps", "-T"),
+                              domain=POSITIVE, limit=100_000)
+    batch_size: int = option(128, "Synthetic images per inner step.", flags=("--batch-size", "-B"),
+                             domain=POSITIVE, limit=1_000_000)
+    noise_dim: int = option(64, "Generator noise size.", domain=POSITIVE)
     curriculum: str = option("full", "What the teacher learns of its input noise.", choices=Curriculum)
     learn_labels: bool = option(False, "Meta-learn soft labels.",
                                 flags=("--learn-labels/--fixed-labels",))
-    init_lr: float = option(0.1, "Initial learned inner learning rate of every step.")
-    init_momentum: float = option(0.5, "Initial learned inner momentum of every step.")
+    init_lr: float = option(0.1, "Initial learned inner learning rate of every step.",
+                            domain=POSITIVE)
+    init_momentum: float = option(0.5, "Initial learned inner momentum of every step.", domain=UNIT)
     lr_max: float = option(0.6, "Bound of the learned inner lr, lr_max*sigmoid (0: unbounded "
-                           "exp, the paper's).")
+                           "exp, the paper's).", domain=NON_NEGATIVE)
     momentum_max: float = option(0.9, "Bound of the learned momentum, <= 1 (0: unbounded exp, "
-                                 "the paper's).")
+                                 "the paper's).", domain=Domain(0, 1))
     spike_factor: float = option(10.0, "Skip a meta-step whose gradient norm exceeds this x the "
-                                 "running mean (0: off).", resumable=True)
+                                 "running mean (0: off).", resumable=True, domain=NON_NEGATIVE)
     rollback_drop: float = option(0.03, "Validation fall below the best (fraction, e.g. 0.03) "
                                   "that restores the best state with half the meta-lr (0: off).",
-                                  resumable=True)
+                                  resumable=True, domain=UNIT)
     # The step size and the guards may change on resume: the advice after a blow-up is to resume
     # the same run with a lower --meta-lr (the optimiser state is unchanged).
-    meta_lr: float = option(0.02, "Adam learning rate of the outer loop.", resumable=True)
-    meta_b1: float = option(0.9, "Outer Adam beta1.")
-    meta_b2: float = option(0.9, "Outer Adam beta2.")
-    meta_eps: float = option(1e-5, "Outer Adam epsilon.")
+    meta_lr: float = option(0.02, "Adam learning rate of the outer loop.", resumable=True,
+                            domain=POSITIVE)
+    meta_b1: float = option(0.9, "Outer Adam beta1.", domain=UNIT)
+    meta_b2: float = option(0.9, "Outer Adam beta2.", domain=UNIT)
+    meta_eps: float = option(1e-5, "Outer Adam epsilon.", domain=POSITIVE)
     final_relative_lr: float = option(0.1, "Meta-lr at the end of the cosine decay, as a fraction "
-                                      "of --meta-lr.")
-    grad_clip: float = option(10.0, "Global-norm clip of the meta-gradient (0: off).", resumable=True)
-    iterations: int = option(1100, "Outer (meta) steps.", resumable=True)
+                                      "of --meta-lr.", domain=Domain(0, 1, lo_open=True))
+    grad_clip: float = option(10.0, "Global-norm clip of the meta-gradient (0: off).", resumable=True,
+                              domain=NON_NEGATIVE)
+    iterations: int = option(1100, "Outer (meta) steps.", resumable=True,
+                             domain=POSITIVE, limit=10_000_000)
     time_budget: float | None = option(None, "Stop after the outer step that passes this many "
-                                       "seconds of this invocation (validated and checkpointed; "
-                                       "the same command resumes).", resumable=True)
-    num_learners: int = option(1, "Fresh learners per outer step (vmapped, averaged).")
-    meta_batch_size: int = option(1024, "Real images per meta-loss batch.")
-    intermediate_every: int = option(0, "Real-data loss every U inner steps (0: final only).")
-    intermediate_weight: float = option(1.0, "Weight of the intermediate real-data losses.")
+                                       "seconds of this invocation (checkpointed; the same "
+                                       "command resumes and ends as a run never stopped).",
+                                       resumable=True, domain=POSITIVE)
+    num_learners: int = option(1, "Fresh learners per outer step (vmapped, averaged).",
+                               domain=POSITIVE, limit=100_000)
+    meta_batch_size: int = option(1024, "Real images per meta-loss batch.",
+                                  domain=POSITIVE, limit=1_000_000)
+    intermediate_every: int = option(0, "Real-data loss every U inner steps (0: final only).",
+                                     domain=NON_NEGATIVE)
+    intermediate_weight: float = option(1.0, "Weight of the intermediate real-data losses.",
+                                        domain=NON_NEGATIVE)
     remat: str = option("auto", "Recomputation in the unroll's backward pass (auto: none for the "
                         "MLP learners and small fixed conv learners, step for larger ones and "
                         "search spaces); the same numbers, other time and memory.", choices=Remat,
                         resumable=True)
     augment: bool = option(False, "Crop+flip the meta-loss batches (the paper's CIFAR-10 setting).",
                            flags=("--augment/--no-augment",))
-    seed: int = option(0, "Root PRNG seed.")
-    split_seed: int = option(0, "Seed of the train/validation split.")
-    log_every: int = option(10, "Outer steps between log rows.", resumable=True)
+    seed: int = option(0, "Root PRNG seed.", domain=NON_NEGATIVE)
+    split_seed: int = option(0, "Seed of the train/validation split.", domain=NON_NEGATIVE)
+    log_every: int = option(10, "Outer steps between log rows.", resumable=True, domain=POSITIVE)
     eval_every: int = option(50, "Outer steps between validation learners (0: only at the end).",
-                             resumable=True)
+                             resumable=True, domain=NON_NEGATIVE)
     eval_subset: int = option(10_000, "Validation images the periodic validation learner is "
-                              "scored on.", resumable=True)
-    checkpoint_every: int = option(50, "Outer steps between checkpoints.", resumable=True)
+                              "scored on.", resumable=True, domain=POSITIVE)
+    checkpoint_every: int = option(50, "Outer steps between checkpoints.", resumable=True,
+                                   domain=POSITIVE)
     samples_every: int = option(0, "Outer steps between curriculum PNGs (0: only at the end).",
-                                resumable=True)
+                                resumable=True, domain=NON_NEGATIVE)
     max_nonfinite: int = option(5, "Consecutive non-finite meta-steps that stop the run.",
-                                resumable=True)
+                                resumable=True, domain=POSITIVE)
     devices: int = option(1, "Devices the learners are sharded over (0: all, every process's).",
-                          resumable=True)
+                          resumable=True, domain=NON_NEGATIVE)
     coordinator: str | None = option(None, "Multi-process: HOST:PORT of process 0 (default "
                                      "$JAX_COORDINATOR_ADDRESS).", resumable=True)
     num_processes: int | None = option(None, "Multi-process: number of processes (default "
-                                       "$JAX_NUM_PROCESSES).", resumable=True)
+                                       "$JAX_NUM_PROCESSES).", resumable=True, domain=POSITIVE)
     process_id: int | None = option(None, "Multi-process: this process's id, 0..n-1 (default "
-                                    "$JAX_PROCESS_ID).", resumable=True)
+                                    "$JAX_PROCESS_ID).", resumable=True, domain=NON_NEGATIVE)
 
     def __post_init__(self):
-        check_numbers(self, {"iterations": 10**7, "inner_steps": 100_000, "batch_size": 10**6,
-                             "num_learners": 100_000, "meta_batch_size": 10**6})
+        check_values(self)
         if self.learner not in FIXED_LEARNERS:  # a search space, by any of its names
             try:
                 object.__setattr__(self, "learner", get_space(self.learner).name)
             except GtnError:
                 pass  # check_choices names the valid ones
         check_choices(self)
-        check_positive(self, "inner_steps", "batch_size", "noise_dim", "iterations", "num_learners",
-                       "meta_batch_size", "meta_lr", "init_lr", "log_every", "checkpoint_every",
-                       "max_nonfinite", "eval_subset", "learner_cells")
-        check_positive(self, "intermediate_every", "grad_clip", "eval_every", "samples_every",
-                       "init_momentum", "arch_pool", "devices", "lr_max", "momentum_max",
-                       "spike_factor", "rollback_drop", allow_zero=True)
         if self.spike_factor and self.spike_factor <= 1:
             raise ConfigError(f"spike_factor must be > 1 (or 0: off), got {self.spike_factor}")
-        if not 0 <= self.rollback_drop < 1:
-            raise ConfigError(f"rollback_drop is a fraction of accuracy in [0, 1), got {self.rollback_drop}")
-        if self.momentum_max > 1:
-            raise ConfigError(f"momentum_max must be at most 1, got {self.momentum_max}")
-        check_positive(self, "learner_width", "generator_hidden", "time_budget", optional=True)
-        if not 0 < self.final_relative_lr <= 1:
-            raise ConfigError(f"final_relative_lr must be in (0, 1], got {self.final_relative_lr}")
+        check_schedule(self.init_lr, self.lr_max, self.init_momentum, self.momentum_max)
         if self.learner == "micro" and not self.arch_pool:
             # Each micro genotype has its own parameter shapes, so its own second-order program
             # (about a minute to compile on 2 cores): a fresh one every step would compile every
-            # step. Meta-training draws from a fixed pool instead (--arch-pool to change it).
-            object.__setattr__(self, "arch_pool", MICRO_POOL)
+            # step. Meta-training draws from a fixed pool instead (--arch-pool to change it);
+            # under `tiny`, a pool of one, so that tiny stays seconds for every learner.
+            object.__setattr__(self, "arch_pool", 1 if self.preset == "tiny" else MICRO_POOL)
         if self.remat == "auto":
             object.__setattr__(self, "remat", auto_remat(self.learner, self.learner_width,
                                                          self.batch_size, self.inner_steps))
@@ -297,27 +365,28 @@ class EvaluateConfig:
 
     COMMAND: ClassVar[str] = "evaluate"
 
-    gtn: str = option("runs/gtn", "Run directory of `gtn-nas meta-train`.")
-    data_dir: str | None = option(None, DATA_DIR_HELP)
-    num_seeds: int = option(5, "Fresh learners (new seeds) per side.")
-    seed: int = option(1000, "Seed of the fresh learners (none of the meta-training ones).")
-    steps: int | None = option(None, "Inner steps (default: the GTN's T).")
+    gtn: str = option("runs/gtn", "Run directory of `gtn-nas meta-train`.", path=True)
+    data_dir: str | None = option(None, DATA_DIR_HELP, path=True)
+    num_seeds: int = option(5, "Fresh learners (new seeds) per side.",
+                            domain=POSITIVE, limit=10_000)
+    seed: int = option(1000, "Seed of the fresh learners (none of the meta-training ones).",
+                       domain=NON_NEGATIVE)
+    steps: int | None = option(None, "Inner steps (default: the GTN's T).",
+                               domain=POSITIVE, limit=100_000)
     real_lrs: tuple[float, ...] = option((0.01, 0.03, 0.1, 0.3, 1.0), "Grid of real-data "
-                                         "learning rates.", listing="csv")
+                                         "learning rates.", listing="csv", domain=NON_NEGATIVE)
     real_momentums: tuple[float, ...] = option((0.0, 0.5, 0.9), "Grid of real-data momentums.",
-                                               listing="csv")
+                                               listing="csv", domain=UNIT)
     learner: str | None = option(None, "Evaluate another fixed learner than the meta-training "
                                  "one.", choices=_choices("FixedLearner", FIXED_LEARNERS))
-    out: str | None = option(None, "Result JSON (default GTN_RUN/evaluate.json).")
+    out: str | None = option(None, "Result JSON (default GTN_RUN/evaluate.json).", path=True)
     curve: bool = option(True, "Also test accuracy after 1, 2, 4, ... steps (compiles each "
                          "length).", flags=("--curve/--no-curve",))
     checkpoint: str = option("best", GTN_CHECKPOINT_HELP, choices=GtnCheckpoint)
 
     def __post_init__(self):
-        check_numbers(self, {"num_seeds": 10_000, "steps": 100_000})
+        check_values(self)
         check_choices(self)
-        check_positive(self, "num_seeds")
-        check_positive(self, "steps", optional=True)
         if not self.real_lrs or not self.real_momentums:
             raise ConfigError("the real-data grid needs at least one learning rate and momentum")
 
@@ -348,49 +417,56 @@ class SearchConfig:
 
     COMMAND: ClassVar[str] = "search"
 
-    gtn: str = option("runs/gtn", "Run directory of `gtn-nas meta-train`.")
+    gtn: str = option("runs/gtn", "Run directory of `gtn-nas meta-train`.", path=True)
     out: str = option("runs/search", "Search directory (created, or resumed if it exists).",
-                      resumable=True)
+                      resumable=True, path=True)
     space: str = option("nb201", "Search space.", choices=SpaceName)
     proxies: tuple[str, ...] = option(("gtn",), "Comma-separated proxies; the first ranks the "
                                       "leaderboard.", choices=Proxy, flags=("--proxy",),
                                       listing="csv", resumable=True)
+    vote: tuple[str, ...] = option((), "vote proxy: the proxies of --proxy it aggregates by "
+                                   "log-rank (default: every other one).", choices=Proxy,
+                                   flags=("--vote",), listing="csv", resumable=True)
     budget: int = option(50, "Architectures to score (indices 0..N-1; 0: no count limit).",
-                         resumable=True)
+                         resumable=True, domain=NON_NEGATIVE, limit=10_000_000)
     time_budget: float | None = option(None, "Stop starting new architectures after this many "
-                                       "seconds (the whole invocation).", resumable=True)
+                                       "seconds (the whole invocation).", resumable=True,
+                                       domain=POSITIVE)
     preset: str = option(DEFAULT_PRESET, "Named settings: tiny, cpu (cpu-conv: the same), paper; "
                          "options given override them.", choices=Preset, resumable=True)
-    data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
-    seed: int = option(0, "Search seed: architecture i is fold_in(PRNGKey(seed), i).")
+    data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True, path=True)
+    seed: int = option(0, "Search seed: architecture i is fold_in(PRNGKey(seed), i).",
+                       domain=NON_NEGATIVE)
     channels: int | None = option(8, "Channels C of the scored networks (None: the GTN's NAS "
-                                  "learner's or the space's).")
-    cells: int | None = option(1, "Cells N per stage of the scored networks.")
+                                  "learner's or the space's).", domain=POSITIVE)
+    cells: int | None = option(1, "Cells N per stage of the scored networks.", domain=POSITIVE)
     steps: int | None = option(None, "gtn proxy: inner steps on the curriculum (default: the "
-                               "GTN's T).")
-    real_steps: int | None = option(None, "real proxy: real-data SGD steps (default: --steps).")
-    real_lr: float = option(0.1, "real proxy: learning rate.")
-    real_momentum: float = option(0.9, "real proxy: momentum.")
-    real_batch_size: int | None = option(None, "real proxy: batch size (default: the GTN's).")
+                               "GTN's T).", domain=POSITIVE, limit=100_000)
+    real_steps: int | None = option(None, "real proxy: real-data SGD steps (default: --steps).",
+                                    domain=POSITIVE, limit=10_000_000)
+    real_lr: float = option(0.1, "real proxy: learning rate.", domain=POSITIVE)
+    real_momentum: float = option(0.9, "real proxy: momentum.", domain=UNIT)
+    real_batch_size: int | None = option(None, "real proxy: batch size (default: the GTN's).",
+                                         domain=POSITIVE)
     real_schedule: str = option("constant", "real proxy: constant lr, or cosine decay to 0.",
                                 choices=RealSchedule)
     gtn_bn: str = option("synthetic", "gtn proxy: batch-norm statistics of the eval: synthetic "
                          "(the last synthetic batch's, as meta-training evaluates) or real "
                          "(recomputed on one fixed real training batch of the GTN's batch size).",
                          choices=GtnBN)
-    eval_subset: int = option(2000, "Validation images every proxy is scored on.")
+    eval_subset: int = option(2000, "Validation images every proxy is scored on.", domain=POSITIVE)
     program: str = option("auto", "exact (compile per architecture), composed (nb201: per-op "
                           "programs shared by all), shared (nb201: one supernet program), auto "
                           "(nb201: shared on accelerators, composed on CPU; micro: exact).",
                           choices=Program)
-    top_k: int = option(10, "Write top/NN.json for the best K.", resumable=True)
+    top_k: int = option(10, "Write top/NN.json for the best K.", resumable=True, domain=POSITIVE)
     archs: tuple[str, ...] = option((), "Score this genotype string instead of sampling "
                                     "(repeatable; index i = the i-th).", flags=("--arch",),
                                     listing="repeat")
     arch_file: str | None = option(None, "Score the genotype strings of this file, one per line, "
-                                   "instead of sampling.")
+                                   "instead of sampling.", path=True)
     zc_batch_size: int = option(64, "Zero-cost proxies: images of the search's one fixed "
-                                "training batch.")
+                                "training batch.", domain=POSITIVE)
     dataset: str | None = option(None, "Must match the GTN's data set (default: the GTN's).",
                                  choices=Dataset)
     checkpoint: str = option("best", GTN_CHECKPOINT_HELP, choices=GtnCheckpoint)
@@ -398,18 +474,19 @@ class SearchConfig:
     # $JAX_PROCESS_ID of $JAX_NUM_PROCESSES when set, else 0 of 1); ``workers`` > 1 splits that
     # share again over as many local worker processes, one per GPU where there are GPUs.
     num_shards: int = option(1, "Processes/hosts sharing this search (default $JAX_NUM_PROCESSES "
-                             "or 1).", resumable=True)
+                             "or 1).", resumable=True, domain=POSITIVE)
     shard: int | None = option(None, "This process's shard, 0..num_shards-1: it scores indices "
-                               "i % num_shards == shard (default $JAX_PROCESS_ID).", resumable=True)
+                               "i % num_shards == shard (default $JAX_PROCESS_ID).", resumable=True,
+                               domain=NON_NEGATIVE)
     workers: int = option(1, "Local worker processes (one per GPU where there are GPUs).",
-                          resumable=True)
+                          resumable=True, domain=POSITIVE)
 
     def __post_init__(self):
-        check_numbers(self, {"budget": 10**7, "steps": 100_000, "real_steps": 10**7})
-        space = get_space(self.space)
-        object.__setattr__(self, "space", space.name)
         if isinstance(self.archs, str):
             object.__setattr__(self, "archs", (self.archs,))
+        check_values(self)
+        space = get_space(self.space)
+        object.__setattr__(self, "space", space.name)
         if self.arch_file is not None:
             from_file = read_arch_file(self.arch_file, space)
             if self.archs and tuple(self.archs) != from_file:
@@ -425,27 +502,49 @@ class SearchConfig:
         if len(set(proxies)) != len(proxies):
             raise ConfigError(f"proxy listed twice in {','.join(proxies)}")
         object.__setattr__(self, "proxies", proxies)
+        object.__setattr__(self, "vote", tuple(str(p).strip().lower() for p in self.vote))
         check_choices(self)
+        self._check_vote()
         zero_cost = [p for p in proxies if p in ZERO_COST_PROXIES]
         if zero_cost and self.space != "nb201":
             raise ConfigError(f"zero-cost proxies ({', '.join(zero_cost)}) are defined on the "
                               f"NAS-Bench-201 network; use --space nb201")
-        check_positive(self, "zc_batch_size")
         if zero_cost and self.zc_batch_size < 2:
             raise ConfigError(f"--zc-batch-size must be at least 2, got {self.zc_batch_size}")
         if self.program in ("shared", "composed") and self.space != "nb201":
             raise ConfigError(f"--program {self.program} exists only for the nb201 space (micro "
                               "genotypes differ in parameter shapes); use exact or auto")
-        check_positive(self, "budget", "seed", allow_zero=True)
-        check_positive(self, "real_lr", "eval_subset", "top_k", "num_shards", "workers")
-        check_positive(self, "real_momentum", allow_zero=True)
         if self.shard is not None and not 0 <= self.shard < self.num_shards:
             raise ConfigError(f"--shard must be in [0, {self.num_shards}) for --num-shards "
                               f"{self.num_shards}, got {self.shard}")
-        check_positive(self, "time_budget", "channels", "cells", "steps", "real_steps",
-                       "real_batch_size", optional=True)
         if not self.budget and self.time_budget is None and not self.archs:
             raise ConfigError("give --budget N (architectures) or --time-budget SECONDS")
+
+    def _check_vote(self) -> None:
+        """``vote`` holds its parts (default: the other proxies), each scored by this search."""
+        if VOTE not in self.proxies:
+            if self.vote:
+                raise ConfigError(f"--vote {','.join(self.vote)} needs vote in --proxy, e.g. "
+                                  f"--proxy {','.join(self.proxies)},vote")
+            return
+        parts = self.vote or tuple(p for p in self.proxies if p != VOTE)
+        if VOTE in parts:
+            raise ConfigError("--vote lists the proxies a vote aggregates; vote cannot be one")
+        if len(set(parts)) != len(parts):
+            raise ConfigError(f"proxy listed twice in --vote {','.join(parts)}")
+        absent = [p for p in parts if p not in self.proxies]
+        if absent:
+            raise ConfigError(f"--vote {','.join(absent)}: not in --proxy, so never scored; add "
+                              f"{'it' if len(absent) == 1 else 'them'} to --proxy")
+        if len(parts) < 2:
+            raise ConfigError(f"a vote aggregates at least 2 proxies, got {','.join(parts)}; "
+                              "give more in --proxy")
+        object.__setattr__(self, "vote", parts)
+
+    @property
+    def scored_proxies(self) -> tuple[str, ...]:
+        """The proxies each architecture is scored by (``vote`` is computed from them)."""
+        return tuple(p for p in self.proxies if p != VOTE)
 
     @property
     def needs_gtn(self) -> bool:
@@ -503,17 +602,21 @@ class RankConfig:
 
     COMMAND: ClassVar[str] = "rank"
 
-    search: str = option("runs/search", "The --out directory of `gtn-nas search`.", argument=True)
+    search: str = option("runs/search", "The --out directory of `gtn-nas search`.", argument=True,
+                         path=True)
     truth: str = option("nb201", "nb201 (the benchmark's table) or DIR:proxy (another search's "
                         "scores).")
     truth_column: str = option("cifar10", "nb201 truth: which data set's accuracy.",
                                choices=TruthColumn)
-    data_dir: str | None = option(None, DATA_DIR_HELP)
-    top_fraction: float = option(0.5, "Also correlate over this top fraction by proxy estimate.")
-    out: str | None = option(None, "Result JSON (default SEARCH/rank.json; plots beside it).")
+    data_dir: str | None = option(None, DATA_DIR_HELP, path=True)
+    top_fraction: float = option(0.5, "Also correlate over this top fraction by proxy estimate.",
+                                 domain=Domain(0, 1, lo_open=True))
+    out: str | None = option(None, "Result JSON (default SEARCH/rank.json).", path=True)
+    plots: str | None = option(None, "Folder for the scatter PNGs (default SEARCH/plots).",
+                               path=True)
 
     def __post_init__(self):
-        check_numbers(self)
+        check_values(self)
         if self.truth != "nb201":
             folder, sep, proxy = self.truth.rpartition(":")
             if not sep or not folder:
@@ -523,8 +626,6 @@ class RankConfig:
                 raise ConfigError(f"truth proxy must be one of {', '.join(SEARCH_PROXIES)}, got "
                                   f"{proxy!r}")
         check_choices(self)
-        if not 0 < self.top_fraction <= 1:
-            raise ConfigError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,75 +646,74 @@ class RetrainConfig:
     COMMAND: ClassVar[str] = "retrain"
 
     out: str = option("runs/retrain", "Run directory (created, or resumed if it exists; with "
-                      "--top one NN/ per architecture).", resumable=True)
+                      "--top one NN/ per architecture).", resumable=True, path=True)
     arch: str = option("", "Genotype string (NB201 '|op~0|+...' or micro 'normal: ... | reduce: "
                        "...'), a top/NN.json of `gtn-nas search`, or a search directory with "
                        "--top K.")
     space: str | None = option(None, "Search space (default: inferred from the architecture).",
                                choices=SpaceName)
     top: int | None = option(None, "Retrain the best K architectures of the search directory "
-                             "given as --arch, one after another.", resumable=True)
+                             "given as --arch, one after another.", resumable=True, domain=POSITIVE)
     dataset: str | None = option(None, "Data set (default: the search's, for a top/NN.json or "
                                  "search directory; else mnist).", choices=Dataset)
-    data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True)
+    data_dir: str | None = option(None, DATA_DIR_HELP, resumable=True, path=True)
     preset: str = option(DEFAULT_PRESET, "Named settings: tiny (tests, seconds), cpu (>=99% MNIST "
                          "on 2 cores; cpu-conv: the same), paper (NAO's 600-epoch recipe, GPU).",
                          choices=Preset)
     channels: int | None = option(None, "C, channels of the first stage (default: the search's, "
-                                  "for a search result, else --fallback-channels).")
+                                  "for a search result, else --fallback-channels).",
+                                  domain=POSITIVE)
     cells: int | None = option(None, "N, cells per stage (default: the search's, else "
-                               "--fallback-cells).")
+                               "--fallback-cells).", domain=POSITIVE)
     fallback_channels: int = option(8, "C when neither --channels nor the search result gives "
-                                    "one.", resumable=True)
+                                    "one.", resumable=True, domain=POSITIVE)
     fallback_cells: int = option(1, "N when neither --cells nor the search result gives one.",
-                                 resumable=True)
-    epochs: int = option(3, "Training epochs (cosine schedule length).")
-    batch_size: int = option(128, "Images per SGD step.", flags=("--batch-size", "-B"))
-    lr: float = option(0.1, "Initial learning rate (cosine decay to --lr-min).")
-    lr_min: float = option(0.0, "Final learning rate.")
-    warmup_epochs: float = option(0.0, "Linear warm-up epochs before the cosine.")
-    momentum: float = option(0.9, "SGD momentum.")
+                                 resumable=True, domain=POSITIVE)
+    epochs: int = option(3, "Training epochs (cosine schedule length).",
+                         domain=POSITIVE, limit=100_000)
+    batch_size: int = option(128, "Images per SGD step.", flags=("--batch-size", "-B"),
+                             domain=POSITIVE)
+    lr: float = option(0.1, "Initial learning rate (cosine decay to --lr-min).", domain=POSITIVE)
+    lr_min: float = option(0.0, "Final learning rate.", domain=NON_NEGATIVE)
+    warmup_epochs: float = option(0.0, "Linear warm-up epochs before the cosine.",
+                                  domain=NON_NEGATIVE)
+    momentum: float = option(0.9, "SGD momentum.", domain=UNIT)
     nesterov: bool = option(False, "Nesterov momentum.", flags=("--nesterov/--no-nesterov",))
-    weight_decay: float = option(3e-4, "L2 weight decay.")
-    grad_clip: float = option(5.0, "Global-norm gradient clip (0: off).")
-    label_smoothing: float = option(0.0, "Label smoothing epsilon.")
+    weight_decay: float = option(3e-4, "L2 weight decay.", domain=NON_NEGATIVE)
+    grad_clip: float = option(5.0, "Global-norm gradient clip (0: off).", domain=NON_NEGATIVE)
+    label_smoothing: float = option(0.0, "Label smoothing epsilon.", domain=UNIT)
     augment: str = option("auto", "auto (crop+flip for CIFAR-10, none for the MNISTs), none, "
                           "crop or crop_flip.", choices=Augment)
-    cutout: int = option(0, "Cutout square side in pixels (0: off).")
+    cutout: int = option(0, "Cutout square side in pixels (0: off).", domain=NON_NEGATIVE)
     drop_path: float = option(0.0, "Drop-path probability of the deepest cell at the end "
-                              "(ramped with depth and progress).")
+                              "(ramped with depth and progress).", domain=UNIT)
     auxiliary: bool = option(False, "Auxiliary head after the second reduction.",
                              flags=("--auxiliary/--no-auxiliary",))
-    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.")
-    dropout: float = option(0.0, "Dropout before the classifier.")
-    bn_momentum: float = option(0.9, "Weight of the old batch-norm statistic.")
+    aux_weight: float = option(0.4, "Loss weight of the auxiliary head.", domain=NON_NEGATIVE)
+    dropout: float = option(0.0, "Dropout before the classifier.", domain=UNIT)
+    bn_momentum: float = option(0.9, "Weight of the old batch-norm statistic.", domain=UNIT)
     activation: str = option("leaky_relu", "leaky_relu (as the GTN learners searched with) or "
                              "relu (NB201's own).", choices=Activation)
-    train_subset: int = option(0, "Train on a fixed seeded subset of this many images (0: all).")
+    train_subset: int = option(0, "Train on a fixed seeded subset of this many images (0: all).",
+                               domain=NON_NEGATIVE)
     eval_subset: int = option(0, "Per-epoch validation on a fixed subset of this many images "
-                              "(0: all; test is always all).")
-    eval_batch_size: int = option(1000, "Images per evaluation batch.", resumable=True)
-    seed: int = option(0, "Seed of init, data order and augmentation.")
-    split_seed: int = option(0, "Seed of the train/validation split.")
-    log_every: int = option(20, "Steps between metrics rows / progress updates.", resumable=True)
-    checkpoint_every: int = option(1, "Epochs between checkpoints.", resumable=True)
+                              "(0: all; test is always all).", domain=NON_NEGATIVE)
+    eval_batch_size: int = option(1000, "Images per evaluation batch.", resumable=True,
+                                  domain=POSITIVE)
+    seed: int = option(0, "Seed of init, data order and augmentation.", domain=NON_NEGATIVE)
+    split_seed: int = option(0, "Seed of the train/validation split.", domain=NON_NEGATIVE)
+    log_every: int = option(20, "Steps between metrics rows / progress updates.", resumable=True,
+                            domain=POSITIVE)
+    checkpoint_every: int = option(1, "Epochs between checkpoints.", resumable=True,
+                                   domain=POSITIVE)
 
     def __post_init__(self):
-        check_numbers(self, {"epochs": 100_000})
+        check_values(self)
         check_choices(self)
         if self.augment == "auto" and self.dataset is not None:
             object.__setattr__(self, "augment", "crop_flip" if self.dataset == "cifar10" else "none")
         if self.space is not None:
             object.__setattr__(self, "space", get_space(self.space).name)
-        check_positive(self, "epochs", "batch_size", "lr", "eval_batch_size", "log_every",
-                       "checkpoint_every", "fallback_channels", "fallback_cells")
-        check_positive(self, "lr_min", "warmup_epochs", "momentum", "weight_decay", "grad_clip",
-                       "label_smoothing", "cutout", "drop_path", "aux_weight", "dropout",
-                       "bn_momentum", "train_subset", "eval_subset", allow_zero=True)
-        check_positive(self, "channels", "cells", "top", optional=True)
-        check_fraction(self, "drop_path", "dropout", "label_smoothing", "bn_momentum")
-        if self.momentum >= 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov needs momentum > 0")
         if self.lr_min > self.lr:
@@ -690,6 +790,19 @@ CIFAR_OVERRIDES = {
 }
 
 
+# Meta-training on a search space, per preset. `tiny`: 4 channels, not the MLP's 32 hidden units:
+# a micro network's second-order step at 32 channels took ~30 s on 2 cores (a tiny run 7.5 min),
+# at 4 about 2 s, so that the run is its one compile (a pool of one genotype) and seconds more.
+SPACE_OVERRIDES = {"tiny": dict(learner_width=4)}
+
+
+def _names_a_space(learner: Any) -> bool:
+    try:
+        return learner not in FIXED_LEARNERS and get_space(str(learner)) is not None
+    except GtnError:
+        return False
+
+
 def preset_values(cls, preset: str) -> dict[str, Any]:
     """The fields ``preset`` sets for ``cls``'s command ({} for a command without presets)."""
     table = PRESET_VALUES.get(cls.COMMAND)
@@ -709,6 +822,8 @@ def build_config(cls: type[C], preset: str | None, given: dict[str, Any]) -> C:
     values = preset_values(cls, preset)
     if cls is MetaTrainConfig and given.get("dataset") == "cifar10":
         values.update(CIFAR_OVERRIDES.get(preset, {}))
+    if cls is MetaTrainConfig and _names_a_space(given.get("learner", values.get("learner"))):
+        values.update(SPACE_OVERRIDES.get(preset, {}))
     values.update(given)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if "preset" in names:
@@ -726,21 +841,61 @@ def save_config(cfg, path: Path) -> None:
     write_atomic(Path(path), json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n")
 
 
+RUN_NAMES = {"meta-train": "meta-training", "evaluate": "evaluate", "search": "search",
+             "rank": "rank", "retrain": "retrain"}
+
+
+def config_kind(values: dict[str, Any]) -> type | None:
+    """The config class whose fields ``values`` matches best (None for an empty mapping)."""
+    if not values:
+        return None
+    def fit(cls) -> int:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return len(values.keys() & names) - len(values.keys() - names)
+    return max(CONFIGS, key=fit)
+
+
 def load_config(cls: type[C], path: Path) -> C:
+    """The config saved in ``path``: every field present and of its type, none unknown, and the
+    config of ``cls``'s command, not another's; anything else is a damaged file, never filled
+    in with today's defaults (a missing width would silently rebuild another network).
+
+    To add a field to a config without breaking run directories written before it existed,
+    load it here with the value the code had before (none has needed that yet)."""
+    from gtn_nas.errors import CheckpointError
+
+    path = Path(path)
     try:
-        values = json.loads(Path(path).read_text())
+        values = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no config at {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config {path} is not valid JSON ({e})") from None
+        raise CheckpointError(f"config {path} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"config {path} is not a JSON object")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
+        raise CheckpointError(f"config {path} is not a JSON object")
+    kind = config_kind(values)
+    if kind is not None and kind is not cls:
+        raise CheckpointError(
+            f"{path.parent} is not a {RUN_NAMES[cls.COMMAND]} run (its config.json is a "
+            f"{RUN_NAMES[kind.COMMAND]} run's); pass the --out directory of `gtn-nas "
+            f"{cls.COMMAND}`")
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    missing = [n for n in names if n not in values]
+    unknown = sorted(set(values) - set(names))
+    if missing or unknown:
+        what = (f"it lacks {', '.join(missing[:5])}" if missing else
+                f"it has fields gtn-nas does not know: {', '.join(unknown[:5])}")
+        raise CheckpointError(f"config {path} is damaged or from another gtn-nas version: {what}")
     try:
         return cls(**values)
+    except ConfigError as e:
+        raise CheckpointError(f"config {path} is damaged: {e}") from None
     except TypeError as e:
-        raise ConfigError(f"config {path} does not fit {cls.__name__}: {e}") from None
+        raise CheckpointError(f"config {path} does not fit {cls.__name__}: {e}") from None
 
 
 CONFIGS = (MetaTrainConfig, EvaluateConfig, SearchConfig, RankConfig, RetrainConfig)

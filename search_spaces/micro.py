@@ -121,7 +121,7 @@ class MicroGenotype:
         for kind, body in zip(("normal", "reduce"), m.groups()):
             tokens = [t for t in re.split(r"[\s,\[\]]+", body) if t]
             for t in tokens:
-                if not re.fullmatch(r"\d+", t):
+                if not re.fullmatch(r"[0-9]+", t):  # ASCII: \d takes other scripts' digits
                     raise _error(f"{kind} cell: {t!r} is not a non-negative integer", s)
             cell = tuple(int(t) for t in tokens)
             _check_cell(cell, kind, s)

@@ -53,7 +53,7 @@ from search_spaces.base import (
 )
 from search_spaces.ops import (
     ActConvBN, AuxHead, ResidualReduction, check_layers, conv, dense, drop_path, get_activation,
-    norm, pool, same_padding, sow_relu_input, zero,
+    norm, pool, same_padding, sow_feature, sow_relu_input, zero,
 )
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -111,7 +111,7 @@ class NB201Genotype:
                              f"(one from each earlier node)", s)
             for i, token in enumerate(tokens):
                 op, sep, src = token.partition("~")
-                if not sep or not src.isdigit():
+                if not sep or not re.fullmatch(r"[0-9]+", src):  # ASCII: int() refuses '²'
                     raise _error(f"bad token {token!r}: tokens are 'op~input'", s)
                 if int(src) != i:
                     raise _error(f"token {token!r} of node {j} should read from node {i} "
@@ -157,9 +157,12 @@ class NB201Edge(nn.Module):
 
     def _op(self, op: str, x: jax.Array, train: bool) -> jax.Array:
         if op == "skip_connect":
+            sow_feature(self, x)  # Identity
             return x
         if op == "avg_pool_3x3":
-            return pool(x, "avg", 3, 1, count_include_pad=False)  # as the benchmark's POOLING
+            y = pool(x, "avg", 3, 1, count_include_pad=False)  # as the benchmark's POOLING
+            sow_feature(self, y, 2)  # AvgPool2d and POOLING
+            return y
         if op == "nor_conv_1x1":
             return ActConvBN(self.channels, (1, 1), (1, 1), same_padding(1), self.act,
                              self.bn_momentum, self.layers, name=op)(x, train)
@@ -253,6 +256,8 @@ class NB201Cell(nn.Module):
                     y = drop_path(self, y, drop_rate)
                 total = y if total is None else total + y
             nodes.append(total)
+        if nodes[3] is not None:  # a zero map adds 0 to MeCo
+            sow_feature(self, nodes[3])
         return _node(nodes[3], x)
 
 
@@ -294,6 +299,7 @@ def _nb201_forward(m: NB201Fields, x: jax.Array, train: bool,
                     if train and drop_path_rate > 0 else None)
             x = NB201Cell(edge_candidates, width, m.activation, m.bn_momentum, m.layers,
                           name=f"cell_{stage}_{n}")(x, train, choice, rate)
+        sow_feature(m, x)  # the stage's Sequential of cells (MeCo's count)
     logits = head(m, x, train)
     return (logits, aux) if auxiliary and train else logits
 
@@ -301,14 +307,19 @@ def _nb201_forward(m: NB201Fields, x: jax.Array, train: bool,
 def stem(m: NB201Fields, x: jax.Array, train: bool) -> jax.Array:
     """Conv 3x3 and BN, created in ``m`` (called from its compact method)."""
     x = conv(m.layers, m.channels, (3, 3), padding=same_padding(3), name="stem_conv")(x)
-    return norm(m.layers, m.bn_momentum, "stem_bn", x, train)
+    sow_feature(m, x)
+    x = norm(m.layers, m.bn_momentum, "stem_bn", x, train)
+    sow_feature(m, x, 3)  # BN, the stem's Sequential, the stem
+    return x
 
 
 def head(m: NB201Fields, x: jax.Array, train: bool) -> jax.Array:
     """BN, activation, global average pool, dropout and classifier, created in ``m``."""
     x = norm(m.layers, m.bn_momentum, "final_bn", x, train)
+    sow_feature(m, x)
     sow_relu_input(m, "final", x)
     x = get_activation(m.activation)(x)
+    sow_feature(m, x, 2)  # ReLU and its Sequential; pooled maps and logits add 0 to MeCo
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(m.dropout, deterministic=not train or m.dropout == 0)(x)
     return dense(m.layers, m.num_classes, name="classifier")(x)

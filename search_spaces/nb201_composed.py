@@ -162,6 +162,25 @@ def _head_step(module: nn.Module):
     return jax.jit(step)
 
 
+@jax.jit
+def _pullback(vjp, g):
+    """A block's gradients: (wrt its parameters, wrt its input or None)."""
+    grads = vjp(g)
+    return grads[0], grads[1] if len(grads) > 1 else None
+
+
+@_per_conv_setting
+def _head_grads(module: nn.Module, logit_sum: bool):
+    """(p, s, h, y) -> (d R / d p, d R / d h): R the mean cross-entropy with labels ``y``, or
+    (``logit_sum``) the sum of the logits."""
+
+    def value(p, s, h, y):
+        logits = _apply(module, p, s, h, True)[0]
+        return jnp.sum(logits) if logit_sum else soft_cross_entropy(logits, y)
+
+    return jax.jit(jax.grad(value, (0, 2)))
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _normalize(x, mean, std):
     return normalize(x, mean, std)
@@ -274,6 +293,38 @@ class ComposedNB201:
             b.put(new_buf, buf)
             return gx
 
+        self._backprop(tape, g, update)
+        return InnerState(new_p, new_buf, new_s), loss
+
+    def gradients(self, params, stats, x, y=None) -> tuple[dict, jax.Array]:
+        """(d R / d params, d R / d x) of one batch ``x`` (normalised), BN on the batch's
+        statistics, as ``jax.grad`` of the genotype's own network (zero for parameters that
+        cannot reach R): R the mean cross-entropy with one-hot or soft labels ``y``, or (``y``
+        None) the sum of the logits. What snip, grad_norm, jacov and ZiCo read, at jit speed."""
+        grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+        def run(b, p, s, h):
+            y, vjp, s = _train_vjp(b.module, True)(p, s, h)
+            return y, s, vjp
+
+        h, tape = self._walk(params, stats, _dict_copy(stats), x, run)
+        hb = self.head
+        gp, g = _head_grads(hb.module, y is None)(hb.take(params), hb.take(stats), h, y)
+        hb.put(grads, gp)
+
+        def update(b, vjp, g):
+            gp, gx = _pullback(vjp, g)
+            b.put(grads, gp)
+            return gx
+
+        gx = self._backprop(tape, g, update)
+        return grads, jnp.zeros_like(x) if gx is None else gx
+
+    @staticmethod
+    def _backprop(tape, g, update) -> None:
+        """The reverse walk of ``_walk``'s tape from the head's input gradient ``g``;
+        ``update(block, vjp, g)`` consumes a block's output gradient, returns its input's.
+        Returns the gradient of the network's input (None: it cannot reach the head)."""
         for kind, a, rec in reversed(tape):
             if g is None:  # nothing before this point reaches the loss: zero gradients
                 break
@@ -292,7 +343,7 @@ class ComposedNB201:
                 if not from_zero:
                     grads[i] = gx if grads[i] is None else _add(grads[i], gx)
             g = grads[0]
-        return InnerState(new_p, new_buf, new_s), loss
+        return g
 
     def forward(self, st: InnerState, x, train: bool):
         """(logits, new stats) without gradients: eval mode, or train mode's statistics."""

@@ -89,6 +89,24 @@ def sow_relu_input(module: nn.Module, name: str, x: jax.Array) -> None:
         module.sow("relu_inputs", name, x)
 
 
+FEATURE_MAPS = "feature_maps"
+
+
+def sow_feature(module: nn.Module, x: jax.Array, count: int = 1) -> None:
+    """Records a feature map in ``feature_maps`` (when that collection is mutable) with the
+    number of PyTorch modules of the NB201 reference network that return it: MeCo's official code
+    hooks every module, so a map counts once per module that returns it (a ReLUConvBN's BN output
+    three times: BN, its Sequential, ReLUConvBN). ``gtn_nas.search.zero_cost.feature_maps`` reads
+    them."""
+    if not module.is_initializing():
+        module.sow(FEATURE_MAPS, f"x{count}", x)
+
+
+def feature_count(name: str) -> int:
+    """The multiplicity ``sow_feature`` encoded in a ``feature_maps`` entry's name."""
+    return int(name[1:])
+
+
 def same_padding(kh: int, kw: int | None = None) -> Padding:
     """PyTorch-style symmetric padding ``k // 2`` for odd kernels."""
     kw = kh if kw is None else kw
@@ -110,9 +128,13 @@ class ActConvBN(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         sow_relu_input(self, "x", x)
         x = get_activation(self.act)(x)
+        sow_feature(self, x)
         x = conv(self.layers, self.features, self.kernel_size, self.strides, self.padding,
                  name="conv")(x)
-        return norm(self.layers, self.bn_momentum, "bn", x, train)
+        sow_feature(self, x)
+        x = norm(self.layers, self.bn_momentum, "bn", x, train)
+        sow_feature(self, x, 3)  # BN, the op's Sequential, ReLUConvBN
+        return x
 
 
 class FactorizedConvBN(nn.Module):
@@ -203,9 +225,13 @@ class ResidualReduction(nn.Module):
         h, w = x.shape[1:3]
         shortcut = nn.avg_pool(x, (2, 2), (2, 2), ((0, h % 2), (0, w % 2)),
                                count_include_pad=False)
+        sow_feature(self, shortcut)
         shortcut = conv(self.layers, self.features, (1, 1), padding="VALID",
                         name="shortcut")(shortcut)
-        return shortcut + y
+        sow_feature(self, shortcut, 2)  # the conv and its Sequential
+        out = shortcut + y
+        sow_feature(self, out)
+        return out
 
 
 class AuxHead(nn.Module):

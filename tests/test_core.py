@@ -150,7 +150,7 @@ def test_meta_step_same_seed_same_result_and_skips_nonfinite(key):
     s3, _ = step(init_meta_state(cfg, teacher, key), None, jax.random.PRNGKey(6), images, labels)
     assert not np.allclose(s1.meta_params["z"], s3.meta_params["z"])
     # A non-finite meta-gradient leaves the meta-parameters and optimiser state untouched.
-    bad = dataclasses.replace(cfg, init_lr=1e38)
+    bad = dataclasses.replace(cfg, init_lr=1e38, lr_max=0.0)  # the teacher's is unbounded
     step_bad = jax.jit(exact_meta_step(bad, dataclasses.replace(teacher, init_lr=1e38), source, MEAN, STD))
     s0 = init_meta_state(bad, dataclasses.replace(teacher, init_lr=1e38), key)
     s4, m4 = step_bad(s0, None, jax.random.PRNGKey(5), images, labels)

@@ -63,7 +63,8 @@ def test_run_dir_contents(reference_run):
     assert len(summary["inner_lr"]) == len(summary["inner_momentum"]) == 4
     rows = _rows(out)
     assert [r["step"] for r in rows if "meta_loss" in r] == [1, 2, 3, 4, 5, 6]
-    assert [r["step"] for r in rows if "val_acc" in r] == [6]  # eval_every 3 lands on a log step at 6
+    # eval_every 3 validates at 3 and 6, whatever log_every (2) is
+    assert [r["step"] for r in rows if "val_acc" in r] == [3, 6]
     assert all(r["finite"] for r in rows if "meta_loss" in r)
 
     cfg, teacher, meta, step = load_gtn(out, "last")
@@ -72,11 +73,14 @@ def test_run_dir_contents(reference_run):
     lrs, moms = teacher.schedule(meta)
     np.testing.assert_allclose(np.asarray(lrs), summary["inner_lr"], atol=1e-5)
     assert np.all(np.asarray(moms) < cfg.momentum_max)
-    assert summary["best_step"] == 6 and summary["meta_gradient_spikes"] == 0
+    readings = {r["step"]: r["val_acc"] for r in rows if "val_acc" in r}
+    assert summary["best_step"] == max(readings, key=readings.get)  # the first of equal ones
+    assert summary["best_validation_accuracy"] == max(readings.values())
+    assert summary["meta_gradient_spikes"] == 0
 
 
 class StopAfter(Reporter):
-    """Ctrl-C from the progress bar's n-th update (one update per log_every outer steps)."""
+    """Ctrl-C from the progress bar's n-th update (one per log row or validation)."""
 
     def __init__(self, n):
         super().__init__(quiet=True)
@@ -100,19 +104,22 @@ class StopAfter(Reporter):
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, fake_mnist, reference_run):
     ref_dir, ref_summary = reference_run
     out = tmp_path / "run"
-    # Interrupted at outer step 4: after the periodic checkpoint at 3, before the next one at 6.
+    # Interrupted at outer step 4 (updates at 2, 3 and 4): after the periodic checkpoint at 3,
+    # before the next one at 6.
     with pytest.raises(KeyboardInterrupt):
-        meta_train(tiny(out, fake_mnist), reporter=StopAfter(2))
+        meta_train(tiny(out, fake_mnist), reporter=StopAfter(3))
     assert not (out / "summary.json").exists()
-    _, _, _, step = load_gtn(out)
+    _, _, _, step = load_gtn(out, "last")
     assert step == 4  # the exit path saved the state it had
 
     summary = meta_train(tiny(out, fake_mnist))
     assert summary["outer_steps"] == 6
-    _, _, meta, step = load_gtn(out)
-    _, _, ref_meta, ref_step = load_gtn(ref_dir)
+    _, _, meta, step = load_gtn(out, "last")
+    _, _, ref_meta, ref_step = load_gtn(ref_dir, "last")
     assert step == ref_step == 6
     _assert_same_meta(meta, ref_meta)
+    assert summary["best_step"] == ref_summary["best_step"]
+    _assert_same_meta(load_gtn(out)[2], load_gtn(ref_dir)[2])  # the best states too
     assert summary["final_meta_loss"] == pytest.approx(ref_summary["final_meta_loss"], rel=1e-5)
     assert summary["inner_lr"] == ref_summary["inner_lr"]
     # The resumed log holds each step once, as the uninterrupted one does.
@@ -128,13 +135,15 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, fake_mnis
 
 def test_time_budget_stops_with_its_state_saved_and_the_same_command_continues(
         tmp_path, fake_mnist, reference_run):
-    """--time-budget ends a run early (validated, checkpointed, said so in the summary); run
-    again, it ends with the meta-parameters of a run never stopped."""
+    """--time-budget ends a run early (checkpointed, said so in the summary, no validation off
+    its --eval-every schedule); run again, it ends with the meta-parameters of a run never
+    stopped."""
     ref_dir, _ = reference_run
     out = tmp_path / "run"
     first = meta_train(tiny(out, fake_mnist, time_budget=1e-6))  # spent by the first step
     assert (first["outer_steps"], first["iterations"], first["stopped"]) == (1, 6, "time_budget")
-    assert first["validation_accuracy"] is not None
+    assert first["validation_accuracy"] is None and first["validation_step"] is None
+    assert not any("val_acc" in r for r in _rows(out))
     assert load_gtn(out, "last")[3] == 1
     summary = meta_train(tiny(out, fake_mnist))
     assert (summary["outer_steps"], summary["stopped"]) == (6, None)
@@ -197,7 +206,9 @@ def test_nonfinite_meta_gradients_stop_with_a_loadable_checkpoint(tmp_path, fake
         meta_train(tiny(out, fake_mnist, init_lr=1e38, lr_max=0, max_nonfinite=2))
     msg = str(e.value)
     assert e.value.exit_code == 2 and "\n" not in msg
-    assert str(out / "checkpoints") in msg and "non-finite" in msg and "--meta-lr" in msg
+    # Non-finite from the first step: the starting point is at fault, not the meta-lr.
+    assert "every outer step up to 2 was non-finite" in msg and "--init-lr (now 1e+38)" in msg
+    assert "--meta-lr" not in msg
     rows = _rows(out)
     assert [r["finite"] for r in rows] == [False, False]
     _, _, meta, step = load_gtn(out, "last")
@@ -209,12 +220,12 @@ def test_nonfinite_meta_gradients_stop_with_a_loadable_checkpoint(tmp_path, fake
     for folder in (out / "checkpoints").iterdir():  # every saved state, not just the newest
         state = Checkpointer(out / "checkpoints").restore(int(folder.name), _like(out))
         assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(state))
-    # The advice works as written: the same command with a lower --meta-lr resumes (here the
-    # initial lr itself is the fault, so it stops again, after resuming from step 2).
+    # The run resumes from its saved state (the initial lr is still the fault, so it stops
+    # again, after resuming from step 2).
     with pytest.raises(NonFiniteError):
         meta_train(tiny(out, fake_mnist, init_lr=1e38, lr_max=0, max_nonfinite=2,
                         meta_lr=0.001, iterations=12))
-    assert [r["step"] for r in _rows(out)] == [1, 2, 3, 4]
+    assert [r["step"] for r in _rows(out) if "meta_loss" in r] == [1, 2, 3, 4]
 
 
 def _like(run_dir):

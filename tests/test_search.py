@@ -446,7 +446,8 @@ def test_a_second_search_on_the_same_shard_is_refused(gtn_run, fake_mnist, tmp_p
     out.mkdir()
     held = lib.claim_shard(out, 0, 1)  # as a first `gtn-nas search` still running holds it
     try:
-        with pytest.raises(lib.ConfigError, match=r"another `gtn-nas search` \(pid \d+"):
+        with pytest.raises(lib.ConfigError, match=r"gtn-nas \(pid \d+ on .+\) is already running "
+                                                  r"the search of shard 0 of 1"):
             lib.search(cfg)
         assert not (out / "results.sqlite").exists() or _rows(out) == []
     finally:

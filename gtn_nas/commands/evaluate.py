@@ -19,7 +19,7 @@ import numpy as np
 
 from gtn_nas.config import EvaluateConfig
 from gtn_nas.errors import ConfigError
-from gtn_nas.io.runs import check_writable, write_json
+from gtn_nas.io.runs import check_writable, save_result
 from gtn_nas.core.training import score, train_on_real, train_on_teacher
 from gtn_nas.io.ui import Reporter
 
@@ -134,7 +134,7 @@ def evaluate(cfg: EvaluateConfig, reporter: Reporter | None = None) -> dict[str,
         "wall_seconds": round(time.time() - t0, 1),
     }
     summary["gtn_minus_real_test"] = summary["gtn"]["test"]["mean"] - summary["real"]["test"]["mean"]
-    write_json(out, summary)
+    save_result(out, summary)
     pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"  # noqa: E731
     rep.table(f"{mcfg.dataset}: {steps} inner steps, {cfg.num_seeds} fresh learners ({source.name})", [
         {"data": "GTN (learned lr/momentum)", "validation %": pct(summary["gtn"]["validation"]),

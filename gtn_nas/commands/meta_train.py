@@ -9,7 +9,6 @@ guards lives here too, because it needs the host: when a fresh learner's validat
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -26,14 +25,15 @@ from gtn_nas.core.learners import FIXED_LEARNERS, LearnerSource
 from gtn_nas.core.teacher import Teacher
 from gtn_nas.core.training import score, train_on_teacher
 from gtn_nas.errors import GtnError, NonFiniteError
-from gtn_nas.io import plots
+from gtn_nas.io import plots, signals
 from gtn_nas.io.checkpoint import Checkpointer
 from gtn_nas.io.data import load_dataset, subset
 from gtn_nas.io.hostmem import one_call_at_a_time, release_freed_memory
-from gtn_nas.io.runs import MetricsLog, NullLog, open_run_dir, write_json
+from gtn_nas.io.runs import (MetricsLog, NullLog, check_writable, open_run_dir, read_json,
+                             run_lock, write_json)
 from gtn_nas.io.ui import Reporter
 from gtn_nas.meta import exact_meta_step
-from gtn_nas.meta.gtn import build_learner_source, build_teacher, curriculum_images
+from gtn_nas.meta.gtn import BEST_SCHEMA, build_learner_source, build_teacher, curriculum_images
 from gtn_nas.meta.outer import MetaState, init_meta_state
 
 def _keys(seed: int):
@@ -64,6 +64,13 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
     mesh = dist.learner_mesh(cfg.devices, cfg.num_learners)
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.split_seed)
     _warn_schedule_change(cfg, rep)
+    if main:
+        check_writable(cfg.out)
+    with run_lock(cfg.out, "meta-train", enabled=main):
+        return _meta_train(cfg, rep, main, mesh, data)
+
+
+def _meta_train(cfg: MetaTrainConfig, rep: Reporter, main: bool, mesh, data) -> dict[str, Any]:
     if main:
         run_dir, resumed = open_run_dir(cfg, cfg.out)
     else:
@@ -117,26 +124,35 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         return float(dist.to_host(validate(state.meta_params, put(key), put(arch), v_img, v_lab)))
 
     pending: list[tuple[int, dict]] = []
-    nonfinite_run = 0
-    spikes = sum(bool(r.get("spike")) for r in log.read())
+    earlier = [r for r in log.read() if "meta_loss" in r]
+    nonfinite_run = 0  # a resumed run (say, with a lower --meta-lr) gets the guard's full count
+    finite_seen = any(r.get("finite") for r in earlier)
+    spikes = sum(bool(r.get("spike")) for r in earlier)
     t_start = time.time()
     last_val: float | None = None
     step = shown = start
 
     def flush() -> None:
-        nonlocal nonfinite_run, spikes
+        nonlocal nonfinite_run, spikes, finite_seen
         rows = []
         for s, m in pending:
             m = jax.tree_util.tree_map(dist.to_host, m)
             row = {"step": int(s) + 1, **{k: float(v) for k, v in m.items()}}
             row["finite"], row["spike"] = bool(m["finite"]), bool(m["spike"])
             nonfinite_run = 0 if row["finite"] else nonfinite_run + 1
+            finite_seen = finite_seen or row["finite"]
             spikes += row["spike"]
             rows.append(row)
         pending.clear()
         log.write(rows)
         if nonfinite_run >= cfg.max_nonfinite:
             ckpt.save(step, state)  # finite: a non-finite step never replaces the state
+            if not finite_seen:  # the starting point diverges: no meta-lr can fix that
+                raise NonFiniteError(
+                    f"every outer step up to {step} was non-finite: fresh learners diverge on the "
+                    f"initial curriculum, before any meta-update; start from a smaller inner "
+                    f"--init-lr (now {cfg.init_lr:g}) or --init-momentum (now "
+                    f"{cfg.init_momentum:g}), with a new --out directory")
             raise NonFiniteError(
                 f"{nonfinite_run} consecutive non-finite meta-gradients at outer step {step}; the "
                 f"last finite meta-parameters are saved in {run_dir / 'checkpoints'}; run the same "
@@ -170,12 +186,16 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
 
     interrupted = False
     stopped = None  # why the run ended before cfg.iterations (None: it did not)
+    mark = signals.received()
     try:
         with rep.progress("meta-train", total=cfg.iterations, completed=start) as bar:
             while step < cfg.iterations:
+                signals.raise_if_received_since(mark)  # one that a gc callback swallowed
                 key = jax.random.fold_in(k_steps, step)
                 arch = source.sample(jax.random.fold_in(k_arch, step))
-                state, metrics = step_fn(state, put(arch), put(key), images, labels)
+                # `state` is donated: a Ctrl-C before it is replaced would lose it
+                with signals.deferred_interrupts():
+                    state, metrics = step_fn(state, put(arch), put(key), images, labels)
                 pending.append((step, metrics))
                 step += 1
                 # Every process must stop at the same step: with several, the clocks are compared
@@ -183,14 +203,20 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
                 out_of_time = (cfg.time_budget is not None and step < cfg.iterations
                                and (jax.process_count() == 1 or step % cfg.log_every == 0)
                                and dist.any_everywhere(time.time() - t_start >= cfg.time_budget))
-                done = step == cfg.iterations or out_of_time
-                if step % cfg.log_every == 0 or done:
+                finished = step == cfg.iterations
+                done = finished or out_of_time
+                # Validation follows --eval-every alone, and not at a --time-budget stop: a
+                # reading there (and the rollback it may trigger) would make a stopped and
+                # resumed run differ from an uninterrupted one.
+                due = bool(cfg.eval_every) and (step % cfg.eval_every == 0 or finished)
+                if step % cfg.log_every == 0 or done or due:
                     loss = float(dist.to_host(metrics["meta_loss"]))
                     flush()
-                    if cfg.eval_every and (step % cfg.eval_every == 0 or done):
-                        last_val = validation_accuracy(step)
-                        log.write([{"step": step, "val_acc": last_val}])
-                        check_validation()
+                    if due:  # reading, its row and the best state it may set: all or none
+                        with signals.deferred_interrupts():
+                            last_val = validation_accuracy(step)
+                            log.write([{"step": step, "val_acc": last_val}])
+                            check_validation()
                     elapsed = time.time() - t_start
                     rate = (step - start) / max(elapsed, 1e-9)
                     fields = {"loss": loss}
@@ -227,15 +253,17 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         rep.info(f"interrupted at outer step {step}; run the same command again to resume")
         raise KeyboardInterrupt
 
-    done_before = [r["val_acc"] for r in log.read() if r["step"] == step and "val_acc" in r]
-    if done_before:  # a finished run run again: its reading stands, no second row
-        last_val = done_before[-1]
+    readings = [r for r in log.read() if "val_acc" in r]
+    if stopped is not None:  # the last reading so far; the run goes on where it stopped
+        last_val = readings[-1]["val_acc"] if readings else None
+    elif readings and readings[-1]["step"] == step:  # a finished run run again: it stands
+        last_val = readings[-1]["val_acc"]
     elif last_val is None or cfg.eval_every == 0:
         last_val = validation_accuracy(step)
         log.write([{"step": step, "val_acc": last_val}])
         if best.val is None or last_val > best.val:
             best.save(step, state, last_val)
-    save_samples("final")
+    save_samples("final" if stopped is None else f"{step:06d}")
     rows = log.read()
     wall = time.time() - t_start  # this invocation's time; a resumed run counts only its part
     train_rows = [r for r in rows if "meta_loss" in r]
@@ -244,7 +272,9 @@ def meta_train(cfg: MetaTrainConfig, reporter: Reporter | None = None) -> dict[s
         "run_dir": str(run_dir), "dataset": cfg.dataset, "learner": source.name,
         "outer_steps": step, "iterations": cfg.iterations, "stopped": stopped,
         "final_meta_loss": train_rows[-1]["meta_loss"] if train_rows else None,
-        "validation_accuracy": last_val, "nonfinite_steps": sum(not r["finite"] for r in train_rows),
+        "validation_accuracy": last_val,
+        "validation_step": next((r["step"] for r in reversed(rows) if "val_acc" in r), None),
+        "nonfinite_steps": sum(not r["finite"] for r in train_rows),
         "best_step": best.step, "best_validation_accuracy": best.val,
         "meta_gradient_spikes": sum(bool(r.get("spike")) for r in train_rows),
         "spike_steps": [r["step"] for r in train_rows if r.get("spike")][:100],
@@ -309,7 +339,7 @@ class BestKeeper:
         """On resume: the best reading so far (the state itself is read when first needed)."""
         info = self.directory / "best.json"
         if info.exists() and self._ckpt.latest_step() is not None:
-            meta = json.loads(info.read_text())
+            meta = read_json(info, BEST_SCHEMA)
             self.step, self.val = int(meta["step"]), float(meta["val_acc"])
 
     def save(self, step: int, state: MetaState, val: float) -> None:

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from gtn_nas.config import RankConfig
+from gtn_nas.config import VOTE, RankConfig
 from gtn_nas.errors import ConfigError, DataError
-from gtn_nas.io.runs import check_writable, write_json
+from gtn_nas.io.runs import check_writable, save_result
 from gtn_nas.search.store import DEGENERATE, PROXIES, Store, score_column
+from gtn_nas.search.vote import with_vote
 from gtn_nas.io.ui import Reporter
 
 NB201_FILE = Path("nb201") / "nb201_cifar_accuracy.csv"
@@ -50,11 +51,16 @@ def _open_store(folder: str | Path) -> Store:
     if not path.is_file():
         raise ConfigError(f"{folder} is not a search directory (no results.sqlite); pass the "
                           "--out directory of `gtn-nas search`")
-    return Store(path)
+    return Store(path, readonly=True)
+
+
+NB201_CELLS = 15_625  # 5 ops on 6 edges: the table has one row per cell
 
 
 def nb201_truth(data_dir: str | Path | None, column: str = "cifar10") -> dict[str, float]:
-    """Genotype string -> the benchmark's final test accuracy (percent)."""
+    """Genotype string -> the benchmark's final test accuracy (percent), from a table that holds
+    every one of the 15,625 cells once, each accuracy a number in [0, 100]: a cut or edited
+    table would otherwise rank a subset, or another benchmark, without a word."""
     from gtn_nas.io.data import default_data_dir
 
     path = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -62,13 +68,33 @@ def nb201_truth(data_dir: str | Path | None, column: str = "cifar10") -> dict[st
     if not path.is_file():
         raise DataError(f"NAS-Bench-201 ground truth not found at {path}; pass --data-dir with "
                         f"{NB201_FILE} (columns ArchitectureString, {NB201_COLUMNS[column]})")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        want = NB201_COLUMNS[column]
-        if not reader.fieldnames or "ArchitectureString" not in reader.fieldnames \
-                or want not in reader.fieldnames:
-            raise DataError(f"{path} lacks the ArchitectureString or {want} column")
-        return {row["ArchitectureString"]: float(row[want]) for row in reader}
+    want = NB201_COLUMNS[column]
+    truth: dict[str, float] = {}
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "ArchitectureString" not in reader.fieldnames \
+                    or want not in reader.fieldnames:
+                raise DataError(f"{path} lacks the ArchitectureString or {want} column")
+            for line, row in enumerate(reader, start=2):
+                arch, cell = row["ArchitectureString"], row[want]
+                try:
+                    value = float(cell)
+                except (TypeError, ValueError):
+                    value = math.nan
+                if not 0 <= value <= 100:
+                    raise DataError(f"{path} line {line}: {want} is {cell!r:.40}, not an accuracy "
+                                    "in [0, 100]; the table is damaged")
+                if arch in truth:
+                    raise DataError(f"{path} line {line}: {arch!r:.80} appears twice; the table "
+                                    "is damaged")
+                truth[arch] = value
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a readable CSV table ({e})") from None
+    if len(truth) != NB201_CELLS:
+        raise DataError(f"{path} holds {len(truth):,} cells, not NAS-Bench-201's {NB201_CELLS:,}; "
+                        "the table is cut short or damaged")
+    return truth
 
 
 def search_truth(folder: str, proxy: str) -> dict[str, float]:
@@ -190,15 +216,20 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     from gtn_nas.io import plots
 
     rep = reporter or Reporter(quiet=True)
-    check_writable(Path(cfg.out) if cfg.out else Path(cfg.search) / "rank.json", is_file=True)
+    out_path = check_writable(Path(cfg.out) if cfg.out else Path(cfg.search) / "rank.json",
+                              is_file=True)
+    plot_dir = check_writable(Path(cfg.plots) if cfg.plots else Path(cfg.search) / "plots")
     store = _open_store(cfg.search)
     try:
         rows = store.rows()
         dataset = store.get_meta("id.dataset")
+        vote = store.get_meta(VOTE)
     finally:
         store.close()
     if not rows:
         raise ConfigError(f"{cfg.search} has no results yet; run `gtn-nas search` first")
+    if vote:  # as the search's leaderboard counts it, over all its rows
+        rows = with_vote(rows, vote)
     if cfg.truth == "nb201":
         spaces = {r["space"] for r in rows}
         if spaces != {"nb201"}:
@@ -215,11 +246,14 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         folder, _, proxy = cfg.truth.rpartition(":")
         truth = search_truth(folder, proxy)
         label = f"{proxy} score of {folder}"
-    out_path = Path(cfg.out) if cfg.out else Path(cfg.search) / "rank.json"
-    plot_dir = out_path.parent / "plots"
+    without = sorted({r["genotype"] for r in rows} - truth.keys())
+    if without:
+        rep.warn(f"{len(without)} of {len({r['genotype'] for r in rows})} architectures of "
+                 f"{cfg.search} have no truth value in {cfg.truth}; they are left out")
 
     results: dict[str, Any] = {}
     table = []
+    scatters = []
     for proxy in PROXIES:
         col = score_column(proxy)
         paired = [(r[col], truth[r["genotype"]], r["idx"]) for r in rows
@@ -232,8 +266,9 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
         rho = "n/a" if m["spearman"] is None else f"{m['spearman']:.3f}"
         tau = "n/a" if m["kendall"] is None else f"{m['kendall']:.3f}"
         shown = p > DEGENERATE  # undefined zero-cost scores rank last but are not drawn
-        plots.scatter(p[shown], t[shown], png, xlabel=f"{proxy} proxy", ylabel=label,
-                      title=f"{proxy}: Spearman {rho}, Kendall {tau}, n={m['n']}")
+        scatters.append(dict(x=p[shown], y=t[shown], path=png, xlabel=f"{proxy} proxy",
+                             ylabel=label,
+                             title=f"{proxy}: Spearman {rho}, Kendall {tau}, n={m['n']}"))
         m["plot"] = str(png)
         results[proxy] = m
         table.append({"proxy": proxy, "n": m["n"],
@@ -248,8 +283,10 @@ def rank(cfg: RankConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     if not results:
         raise ConfigError(f"no architecture of {cfg.search} has a truth value in {cfg.truth}")
     summary = {"search": str(cfg.search), "truth": cfg.truth, "truth_label": label,
-               "architectures": len(rows), "proxies": results}
-    write_json(out_path, summary)
+               "architectures": len(rows), "without_truth": len(without), "proxies": results}
+    save_result(out_path, summary)  # first: the figures outlive a failure to draw them
+    for scatter in scatters:
+        plots.scatter(**scatter)
     rep.table(f"rank correlation against {label}", table)
     rep.info(f"saved {out_path} and {plot_dir}/rank_*.png")
     return summary

@@ -24,6 +24,7 @@ best K architectures of a search into ``out/NN/`` and writes their results side 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,12 @@ import numpy as np
 from gtn_nas.config import RetrainConfig, load_config
 from gtn_nas.core.cost import count_flops, count_params
 from gtn_nas.errors import ArchitectureError, CheckpointError, ConfigError, DataError, NonFiniteError
-from gtn_nas.io import plots
+from gtn_nas.io import plots, signals
 from gtn_nas.io.checkpoint import Checkpointer
 from gtn_nas.io.data import load_dataset, subset
 from gtn_nas.io.data.base import IMAGE_SHAPES
-from gtn_nas.io.runs import MetricsLog, check_writable, open_run_dir, write_json
+from gtn_nas.io.runs import (MetricsLog, check_writable, open_run_dir, run_lock, save_result,
+                             write_atomic, write_json)
 from gtn_nas.io.ui import Reporter
 from gtn_nas.retraining.model import Variables, build_model, init_variables, resolve_sizes
 from gtn_nas.retraining.step import (TrainState, eval_chunk, init_train_state, make_accuracy,
@@ -54,11 +56,17 @@ MODEL_FILE = "model.msgpack"
 
 
 def export_model(path: Path, variables: Variables) -> None:
+    """``model.msgpack`` and beside it its sha256 (``model.msgpack.sha256``), which
+    ``load_model`` checks: msgpack reads a flipped byte in an array back as another number."""
     from flax import serialization
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(serialization.to_bytes(jax.device_get(variables)))
-    tmp.replace(path)
+    data = serialization.to_bytes(jax.device_get(variables))
+    write_atomic(path, data)
+    write_atomic(_digest_path(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
 
 def load_model(run_dir: str | Path, input_shape=None) -> tuple[RetrainConfig, Any, Variables, str]:
@@ -73,8 +81,14 @@ def load_model(run_dir: str | Path, input_shape=None) -> tuple[RetrainConfig, An
     like = init_variables(model, shape, jax.random.PRNGKey(0))
     path = run_dir / MODEL_FILE
     if path.is_file():
+        data = path.read_bytes()
+        digest = _digest_path(path)
+        if digest.is_file() and digest.read_text().strip() != hashlib.sha256(data).hexdigest():
+            raise CheckpointError(f"{path} is damaged: its bytes differ from those exported "
+                                  "(sha256 mismatch); delete it and run the retrain command "
+                                  "again to export it from the last checkpoint")
         try:
-            restored = serialization.from_bytes(like, path.read_bytes())
+            restored = serialization.from_bytes(like, data)
         except Exception as e:  # msgpack raises many types on a damaged file
             raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:100] if str(e) else ''}); re-run "
@@ -138,13 +152,13 @@ def retrain(cfg: RetrainConfig, reporter: Reporter | None = None) -> dict[str, A
     if len(specs) < cfg.top:
         rep.warn(f"{cfg.arch} lists only {len(specs)} architectures; retraining those")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for spec in specs:
-        sub = for_spec(cfg, spec, top=None, out=str(out / f"{spec.rank:02d}"))
-        rep.info(f"[bold]rank {spec.rank}[/]: {spec.arch}")
-        runs.append({"rank": spec.rank, **retrain_one(sub, _load_data(sub, datasets), rep,
-                                                     origin=spec.origin)})
+    with run_lock(out, "retrain --top"):
+        for spec in specs:
+            sub = for_spec(cfg, spec, top=None, out=str(out / f"{spec.rank:02d}"))
+            rep.info(f"[bold]rank {spec.rank}[/]: {spec.arch}")
+            runs.append({"rank": spec.rank, **retrain_one(sub, _load_data(sub, datasets), rep,
+                                                         origin=spec.origin)})
     summary = {"out": str(out), "search": cfg.arch, "top": cfg.top, "runs": runs,
                "best_rank": max(runs, key=lambda r: r["best_val_acc"])["rank"]}
     write_json(out / "summary.json", summary)
@@ -157,6 +171,11 @@ def retrain(cfg: RetrainConfig, reporter: Reporter | None = None) -> dict[str, A
 
 def retrain_one(cfg: RetrainConfig, data, rep: Reporter, origin: str = "") -> dict[str, Any]:
     """Trains (or resumes) one architecture in ``cfg.out``; ``cfg.arch`` is a genotype string."""
+    with run_lock(cfg.out, "retrain"):
+        return _retrain_one(cfg, data, rep, origin)
+
+
+def _retrain_one(cfg: RetrainConfig, data, rep: Reporter, origin: str) -> dict[str, Any]:
     t_invocation = time.time()
     shape, classes = data.image_shape, data.num_classes
     run_dir, _ = open_run_dir(cfg, cfg.out)
@@ -203,6 +222,7 @@ def retrain_one(cfg: RetrainConfig, data, rep: Reporter, origin: str = "") -> di
         return accuracy({"params": st.params, "batch_stats": st.batch_stats}, x_val, y_val)
 
     epoch = start_epoch
+    mark = signals.received()
     try:
         with rep.progress(f"retrain {cfg.space}", total=total_steps,
                           completed=int(state.step)) as bar:
@@ -212,8 +232,10 @@ def retrain_one(cfg: RetrainConfig, data, rep: Reporter, origin: str = "") -> di
                 order = order.astype(np.int32)
                 t_epoch, pending, sums, shown = time.time(), [], np.zeros(2), 0
                 for i in range(steps_per_epoch):
-                    state, metrics = step_fn(state, images_dev, labels_dev, order[i], k_aug,
-                                             k_drop)
+                    signals.raise_if_received_since(mark)  # one that a gc callback swallowed
+                    with signals.deferred_interrupts():  # donated `state`: replaced, never lost
+                        state, metrics = step_fn(state, images_dev, labels_dev, order[i],
+                                                 k_aug, k_drop)
                     pending.append(metrics)
                     if (i + 1) % cfg.log_every == 0 or i + 1 == steps_per_epoch:
                         got = jax.device_get(pending)
@@ -320,7 +342,7 @@ def evaluate_runs(out: str | Path, data_dir: str | None = None, dataset: str | N
                "loaded": source,
                "val_acc": accuracy(variables, data.validation.images, data.validation.labels),
                "test_acc": accuracy(variables, data.test.images, data.test.labels)}
-        write_json(d / "eval.json", row)
+        save_result(d / "eval.json", row)
         results.append(row)
     rep.table("retrained models, evaluated", results,
               ["run_dir", "loaded", "val_acc", "test_acc"])

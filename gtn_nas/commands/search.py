@@ -21,21 +21,24 @@ from typing import Any, Callable
 
 import jax
 
-from gtn_nas.config import SearchConfig, resumable_keys
+from gtn_nas.config import VOTE, SearchConfig, resumable_keys
 from gtn_nas.core import distributed as dist
 from gtn_nas.errors import CheckpointError, ConfigError
+from gtn_nas.io import signals
 from gtn_nas.io.data import load_dataset
-from gtn_nas.io.runs import check_writable, open_run_dir, write_json
+from gtn_nas.io.runs import check_writable, hold_lock, open_run_dir, write_json
 from gtn_nas.io.ui import Reporter
 from gtn_nas.meta.gtn import load_gtn, restore_meta_params
 import gtn_nas.search.export as exports
 from gtn_nas.search.indices import architecture_keys, genotype_at, index_stop, indices
 from gtn_nas.search.scorer import Scorer
 from gtn_nas.search.store import Row, Store, score_column
+from gtn_nas.search.vote import with_vote
 
 WORKER_MODULE = "gtn_nas.commands.search"  # `python -m` entry of a fan-out worker
 
 
+WORKER_LOCK_WAIT = 60.0  # seconds
 DEFAULT_REAL_BATCH = 128  # the real proxy's batch in a search without a GTN to take it from
 _UNCHECKED = object()  # _search's GTN argument when the caller has not loaded it
 
@@ -112,28 +115,14 @@ def shard_of(cfg: SearchConfig) -> tuple[int, int]:
     return i, n
 
 
-def claim_shard(run_dir: Path, shard: int, num_shards: int):
-    """Holds an exclusive POSIX lock on the search's shard for this process's lifetime, so a
-    second `gtn-nas search` on the same --out and shard is refused instead of scoring the same
-    indices again. Returns the open lock file (closing it releases the lock)."""
-    import fcntl
-
-    path = run_dir / f".shard-{shard}-of-{num_shards}.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise ConfigError(f"another `gtn-nas search` ({holder}) is scoring shard {shard} of "
-                          f"{num_shards} in {run_dir}; wait for it to finish (then run again to "
-                          "resume), or split the work with --num-shards N --shard I") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-    f.flush()
-    return f
+def claim_shard(run_dir: Path, shard: int, num_shards: int, wait: float = 0.0):
+    """Holds the lock of the search's shard for this process's lifetime, so a second `gtn-nas
+    search` on the same --out and shard (or a rerun beside a fan-out worker that outlived its
+    parent) is refused instead of scoring the same indices again. Returns the open lock file
+    (closing it releases the lock). ``wait``: how long to wait for a holder that is stopping."""
+    return hold_lock(run_dir / f".shard-{shard}-of-{num_shards}.lock",
+                     f"the search of shard {shard} of {num_shards} in {run_dir} (split the work "
+                     "with --num-shards N --shard I)", wait=wait)
 
 
 def search(cfg: SearchConfig, reporter: Reporter | None = None,
@@ -152,12 +141,15 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
     if not worker:
         check_writable(cfg.out)
     gtn = _check_gtn(cfg)  # refused: nothing is written that would block the corrected command
-    if worker:
-        run_dir, resumed = Path(cfg.out), True
-    else:
-        run_dir, resumed = open_run_dir(cfg, cfg.out, ignore=resumable_keys(SearchConfig))
-    claim = None if worker else claim_shard(run_dir, *shard_of(cfg))
+    # The shard's lock first, then the config: a second search refused by the lock leaves the
+    # running one's config.json as it was. A worker holds its own shard of the fan-out, waiting a
+    # little for an orphan of a killed parent that is still finishing its architecture.
+    claim = claim_shard(Path(cfg.out), *shard_of(cfg), wait=WORKER_LOCK_WAIT if worker else 0.0)
     try:
+        if worker:
+            run_dir, resumed = Path(cfg.out), True
+        else:
+            run_dir, resumed = open_run_dir(cfg, cfg.out, ignore=resumable_keys(SearchConfig))
         if cfg.workers > 1:
             from gtn_nas.search.fanout import run_workers
 
@@ -169,8 +161,7 @@ def search(cfg: SearchConfig, reporter: Reporter | None = None,
         finally:
             store.close()
     finally:
-        if claim is not None:
-            claim.close()  # closing the file releases the lock
+        claim.close()  # closing the file releases the lock
 
 
 def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
@@ -211,9 +202,11 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
         "eval_subset": cfg.eval_subset, "program": program, "zc_batch_size": cfg.zc_batch_size,
     }
     store.bind(identity)
+    if not worker:  # what `rank` and `show` recount the vote from
+        store.set_meta(VOTE, list(cfg.vote) if VOTE in cfg.proxies else None)
     scorer = Scorer(cfg, space, teacher, meta, data, sizes, steps, real_steps, real_batch, program)
     primary = cfg.proxies[0]
-    done = store.done(cfg.proxies)
+    done = store.done(cfg.scored_proxies)
     existing = {r["idx"]: r for r in store.rows()}
     shard, num_shards = shard_of(cfg)
     stop = index_stop(cfg)
@@ -227,15 +220,16 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     rep.info(f"search: {space.name} C={sizes['channels']} N={sizes['cells']}, proxies "
              f"{','.join(cfg.proxies)}{trained}")
 
-    best = max((r for r in existing.values() if r.get(score_column(primary)) is not None),
-               key=lambda r: r[score_column(primary)], default=None)
+    best, _ = _leader(existing, cfg)
     new_rows: list[Row] = []
     t_start = time.time()
     started = t_start if started is None else started
     interrupted = False
     try:
         with rep.progress("search", total=total, completed=completed) as bar:
+            mark = signals.received()
             for i in indices(cfg, shard, num_shards):
+                signals.raise_if_received_since(mark)  # one that a gc callback swallowed
                 if cfg.time_budget is not None and time.time() - started >= cfg.time_budget:
                     break
                 if i in done:
@@ -246,14 +240,17 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
                     raise CheckpointError(f"row {i} of {store.path} holds {old['genotype']}, not "
                                           f"{genotype.to_str()}; the database does not belong to "
                                           "this search")
-                missing = [p for p in cfg.proxies
+                missing = [p for p in cfg.scored_proxies
                            if old is None or old.get(score_column(p)) is None]
                 row = scorer.score(i, genotype, missing, architecture_keys(cfg.seed, i)[1])
                 row["worker"] = worker_id
                 store.put(row)
                 new_rows.append(row)
                 full = {**(old or {}), **{k: v for k, v in row.items() if v is not None}}
-                if best is None or full[score_column(primary)] > best[score_column(primary)]:
+                existing[i] = full
+                if primary == VOTE:  # a vote ranks the whole search: recount it
+                    best, full = _leader(existing, cfg, i)
+                elif best is None or full[score_column(primary)] > best[score_column(primary)]:
                     best = full
                 elapsed = time.time() - t_start
                 rate = 60.0 * len(new_rows) / max(elapsed, 1e-9)
@@ -281,6 +278,17 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     return summary
 
 
+def _leader(rows: dict[int, Row], cfg: SearchConfig, i: int | None = None):
+    """(the row with the best score by the search's first proxy, row ``i``), a vote counted
+    over every row."""
+    col = score_column(cfg.proxies[0])
+    pool = list(rows.values())
+    if cfg.proxies[0] == VOTE:
+        pool = with_vote(pool, cfg.vote)
+    best = max((r for r in pool if r.get(col) is not None), key=lambda r: r[col], default=None)
+    return best, next((r for r in pool if r["idx"] == i), None)
+
+
 def _report(rep: Reporter, cfg: SearchConfig, board: list[Row], summary: dict) -> None:
     proxies = exports.proxy_columns(board)
     table = []
@@ -298,8 +306,12 @@ def worker_main(argv: list[str]) -> int:
     """Entry of one fan-out worker process: ``python -m gtn_nas.commands.search CONFIG_JSON``."""
     from gtn_nas.config import load_config
     from gtn_nas.errors import GtnError
+    from gtn_nas.io.signals import ENV_PARENT, die_with_parent, stop_on_signals
 
+    stop_on_signals()  # a parent that stops its workers, or dies (die_with_parent), sends it
     try:
+        parent = os.environ.get(ENV_PARENT)
+        die_with_parent(int(parent) if parent and parent.isdigit() else None)
         if len(argv) != 1:
             raise ConfigError(f"usage: python -m {WORKER_MODULE} WORKER_CONFIG.json")
         search(load_config(SearchConfig, Path(argv[0])), worker=True)

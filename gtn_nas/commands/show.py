@@ -23,6 +23,13 @@ from gtn_nas.errors import CheckpointError, GtnError
 from gtn_nas.io.runs import check_writable, read_json, read_jsonl
 
 
+_STATS = {"mean": float, "std": float}
+EVALUATE_SCHEMA = {"gtn": {"test": _STATS}, "real": {"lr": float, "momentum": float, "test": _STATS},
+                   "inner_steps": int, "num_seeds": int,
+                   "curve": {"steps": [int], "gtn_test": [{"mean": float}],
+                             "real_test": [{"mean": float}]}}
+
+
 def kind_of(run_dir: Path) -> str:
     if (run_dir / "results.sqlite").exists():
         return "search"
@@ -58,14 +65,17 @@ def _meta_train(run_dir: Path, out: Path) -> list[Path]:
         written.append(path)
     ev = run_dir / "evaluate.json"
     if ev.exists():
-        e = read_json(ev)
+        e = read_json(ev, EVALUATE_SCHEMA)
+        c = e["curve"]
+        if not len(c["steps"]) == len(c["gtn_test"]) == len(c["real_test"]):
+            raise CheckpointError(f"{ev} is damaged: its curve's lists differ in length")
         path = out / "evaluate.png"
         plots.bars({"GTN": e["gtn"]["test"], f"real (lr {e['real']['lr']}, mom "
                     f"{e['real']['momentum']})": e["real"]["test"]}, path,
                    f"test accuracy after {e['inner_steps']} inner steps ({e['num_seeds']} seeds)")
         written.append(path)
-        if len(e.get("curve", {}).get("steps", ())) > 1:  # `evaluate --no-curve`: the last point only
-            c, path = e["curve"], out / "accuracy_vs_steps.png"
+        if len(c["steps"]) > 1:  # `evaluate --no-curve`: the last point only
+            path = out / "accuracy_vs_steps.png"
             plots.curves({"GTN": (c["steps"], [100 * r["mean"] for r in c["gtn_test"]]),
                           f"real (lr {e['real']['lr']}, mom {e['real']['momentum']})":
                           (c["steps"], [100 * r["mean"] for r in c["real_test"]])},
@@ -79,10 +89,17 @@ def _search(run_dir: Path, out: Path) -> list[Path]:
     from gtn_nas.commands.rank import _corr
     from gtn_nas.search.store import DEGENERATE, PROXIES, Store, score_column
 
-    with Store(run_dir / "results.sqlite") as store:
+    from gtn_nas.config import VOTE
+    from gtn_nas.search.vote import with_vote
+
+    with Store(run_dir / "results.sqlite", readonly=True) as store:
         rows = store.rows()
+        vote = store.get_meta(VOTE)
+    if vote:
+        rows = with_vote(rows, vote)
     config = run_dir / "config.json"
-    chosen = set(read_json(config).get("proxies", ())) if config.is_file() else set(PROXIES)
+    chosen = (set(read_json(config, {"proxies": [str]})["proxies"]) if config.is_file()
+              else set(PROXIES))
     cols = [score_column(p) for p in PROXIES if (p in chosen or p == "params")
             and sum(r.get(score_column(p)) is not None for r in rows) >= 2]
     written = []
@@ -112,6 +129,9 @@ def _retrain(run_dir: Path, out: Path) -> list[Path]:
 
 def show(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is a file, not a run directory; give the --out "
+                              "directory of meta-train, search or retrain")
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} does not exist; give the --out directory of a run")
     kind = kind_of(run_dir)

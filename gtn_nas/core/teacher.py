@@ -29,6 +29,17 @@ CURRICULA = ("none", "all_shuffled", "batch_shuffled", "full")
 MetaParams = dict[str, Any]
 
 
+def check_schedule(init_lr: float, lr_max: float, init_momentum: float, mom_max: float) -> None:
+    """The learned schedule starts inside its bounds (0: unbounded), its momentum below 1."""
+    if lr_max and not init_lr < lr_max:
+        raise ConfigError(f"init_lr ({init_lr}) must be below lr_max ({lr_max})")
+    if mom_max and not init_momentum < mom_max:
+        raise ConfigError(f"init_momentum ({init_momentum}) must be below momentum_max "
+                          f"({mom_max})")
+    if not 0 <= init_momentum < 1:
+        raise ConfigError(f"init_momentum must be in [0, 1), got {init_momentum}")
+
+
 @dataclass(frozen=True)
 class Teacher:
     generator: nn.Module
@@ -49,11 +60,7 @@ class Teacher:
     def __post_init__(self):
         if self.curriculum not in CURRICULA:
             raise ConfigError(f"unknown curriculum {self.curriculum!r}; choose one of {', '.join(CURRICULA)}")
-        if self.lr_max and not self.init_lr < self.lr_max:
-            raise ConfigError(f"init_lr ({self.init_lr}) must be below lr_max ({self.lr_max})")
-        if self.mom_max and not self.init_momentum < self.mom_max:
-            raise ConfigError(f"init_momentum ({self.init_momentum}) must be below momentum_max "
-                              f"({self.mom_max})")
+        check_schedule(self.init_lr, self.lr_max, self.init_momentum, self.mom_max)
         if self.learn_labels and self.curriculum == "none":
             raise ConfigError("learned labels need a curriculum (they are tied to fixed inputs)")
 

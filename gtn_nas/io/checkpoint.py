@@ -3,6 +3,12 @@
 Optax states hold NamedTuples; to keep the on-disk format independent of those classes a
 checkpoint stores the pytree's leaves as a list and the caller supplies the structure (a
 freshly initialised state of the same config) when restoring.
+
+Each saved step also holds the sha256 of its leaves (``DIGEST_FILE``), checked on restore: orbax
+reads a flipped byte in an array file back as other numbers without complaint. A save runs to
+its end before a Ctrl-C or SIGTERM is acted on (an interrupted orbax save leaves a temporary
+folder that the next save trips on; leftovers of a crash are cleaned when a manager opens), and
+a save that fails (a full disk) is one error naming the last step that is safe to resume from.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from gtn_nas.errors import CheckpointError
+from gtn_nas.errors import CheckpointError, GtnError
+from gtn_nas.io.files import digest_arrays, write_atomic
+from gtn_nas.io.signals import deferred_interrupts
 
 logging.getLogger("absl").setLevel(logging.CRITICAL)  # orbax's own error lines duplicate ours
 
@@ -25,8 +33,8 @@ def _closed_loop(exc) -> bool:
 
 
 def _quiet_closed_loop_callbacks() -> None:
-    """During and after a failed restore, tensorstore's pending reads call back into orbax's asyncio loop
-    once it is closed, and each prints a RuntimeError traceback (through sys.excepthook from
+    """During and after a failed restore or save, tensorstore's pending operations call back into
+    orbax's asyncio loop once it is closed, and each prints a RuntimeError traceback (through sys.excepthook from
     its threads, or as an unraisable exception) around our one-line error. Those, and only
     those, are dropped."""
     if getattr(sys.excepthook, "_gtn_quiet", False):
@@ -56,6 +64,24 @@ class _DropUnretrieved(logging.Filter):
 
 
 _DROP_UNRETRIEVED = _DropUnretrieved()
+DIGEST_FILE = "gtn_nas.sha256"  # in each step's folder: digest_arrays of its leaves
+
+
+def _reason(e: BaseException) -> str:
+    """One line for an exception from orbax, tensorstore or the OS: the OS error inside it if
+    there is one (orbax wraps a full disk in its own types), else its first line."""
+    seen, cause = set(), e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    text = str(e).splitlines()[0][:120] if str(e) else ""
+    for errno_text in ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                       "Permission denied"):
+        if errno_text in str(e):
+            return errno_text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class Checkpointer:
@@ -71,15 +97,20 @@ class Checkpointer:
         self.writer = writer
         self.directory = Path(directory).resolve()
         me = jax.process_index()
-        if writer:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
-                multiprocessing_options=ocp.options.MultiprocessingOptions(
-                    primary_host=me, active_processes={me})),
-        )
+        try:
+            if writer:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False,
+                    cleanup_tmp_directories=writer,
+                    multiprocessing_options=ocp.options.MultiprocessingOptions(
+                        primary_host=me, active_processes={me})),
+            )
+        except Exception as e:  # noqa: BLE001 - OSError, or orbax's own on an unreadable folder
+            raise CheckpointError(f"cannot open the checkpoints in {self.directory} "
+                                  f"({_reason(e)})") from None
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -92,8 +123,29 @@ class Checkpointer:
         leaves = [to_host(x) for x in jax.tree_util.tree_leaves(tree)]
         if self._manager.latest_step() == step:
             return  # already saved (e.g. a final save right after a periodic one)
-        self._manager.save(step, args=self._ocp.args.StandardSave({"leaves": leaves}))
-        self._manager.wait_until_finished()
+        _quiet_closed_loop_callbacks()  # a failed save leaves the same callbacks as a restore
+        try:
+            with deferred_interrupts():
+                self._manager.save(step, args=self._ocp.args.StandardSave({"leaves": leaves}))
+                self._manager.wait_until_finished()
+                write_atomic(self.directory / str(step) / DIGEST_FILE, digest_arrays(leaves))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - a full disk surfaces as many types from orbax
+            logging.getLogger("asyncio").addFilter(_DROP_UNRETRIEVED)
+            safe = self._safe_step()
+            resume = (f"the last complete checkpoint is step {safe}" if safe is not None else
+                      "no complete checkpoint is left")
+            raise CheckpointError(f"cannot save checkpoint {step} in {self.directory} "
+                                  f"({_reason(e)}); {resume}: free space and run the same "
+                                  "command again to resume") from None
+
+    def _safe_step(self) -> int | None:
+        try:
+            self._manager.reload()
+            return self._manager.latest_step()
+        except Exception:  # noqa: BLE001 - reporting a failure; never mask it
+            return None
 
     def restore(self, step: int, like: Any) -> Any:
         """Restores the checkpoint at ``step`` into the structure of ``like``."""
@@ -101,20 +153,33 @@ class Checkpointer:
         target = {"leaves": [np.zeros(np.shape(x), np.asarray(x).dtype) for x in leaves]}
         where = self.directory / str(step)
         _quiet_closed_loop_callbacks()  # before: the callbacks may fire while restore fails
+        damaged = ("delete that step's folder to resume from an earlier one, or start a new run "
+                   "directory")
         try:
-            restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(target))
+            with deferred_interrupts():
+                restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(target))
+        except (KeyboardInterrupt, GtnError):
+            raise
         except Exception as e:  # orbax raises many types for unreadable data
             logging.getLogger("asyncio").addFilter(_DROP_UNRETRIEVED)  # only after a failure
-            raise CheckpointError(
-                f"checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                "delete that step's folder to resume from an earlier one, or start a new run "
-                "directory") from None
-        got = restored["leaves"]
+            raise CheckpointError(f"checkpoint {where} is unreadable ({_reason(e)}); "
+                                  f"{damaged}") from None
+        got = [np.asarray(a) for a in restored["leaves"]]
         if len(got) != len(leaves) or any(np.shape(a) != np.shape(b) for a, b in zip(got, leaves)):
             raise CheckpointError(
                 f"checkpoint {where} does not match this run's config (different shapes); "
                 "use a new --out directory")
-        return jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in got])
+        digest = where / DIGEST_FILE
+        if digest.is_file():  # checkpoints written before digests existed have none
+            try:
+                saved = digest.read_text().strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"checkpoint {where} is unreadable ({_reason(e)}); "
+                                      f"{damaged}") from None
+            if saved != digest_arrays(got):
+                raise CheckpointError(f"checkpoint {where} is damaged: its numbers differ from "
+                                      f"those saved (sha256 mismatch); {damaged}")
+        return jax.tree_util.tree_unflatten(treedef, got)
 
     def close(self) -> None:
         self._manager.close()

@@ -21,10 +21,18 @@ def _plt():
 
 
 def _save(plt, fig, path: Path) -> None:
+    """Writes the PNG through ``write_atomic`` (no special file replaced, one error line)."""
+    import io
+
+    from gtn_nas.io.files import write_atomic
+
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    write_atomic(Path(path), buf.getvalue())
 
 
 def to_pixels(x: np.ndarray, mean, std) -> np.ndarray:

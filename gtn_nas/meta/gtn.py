@@ -6,7 +6,6 @@ The trainer never imports ``search_spaces``: a NAS learner's source comes from
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
@@ -19,8 +18,12 @@ from gtn_nas.core.learners import FIXED_LEARNERS, LearnerSource, fixed_source, m
 from gtn_nas.core.teacher import MetaParams, Teacher
 from gtn_nas.errors import CheckpointError, ConfigError
 from gtn_nas.io.checkpoint import Checkpointer
+from gtn_nas.io.files import read_json
 from gtn_nas.io.data.base import IMAGE_SHAPES, NUM_CLASSES
 from gtn_nas.meta.outer import init_meta_state
+
+
+BEST_SCHEMA = {"step": int, "val_acc": float}  # best/best.json
 
 
 def build_teacher(cfg: MetaTrainConfig, image_shape, num_classes: int) -> Teacher:
@@ -59,24 +62,22 @@ def load_gtn(run_dir: str | Path, which: str = "best"
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"{run_dir} is not a meta-training run (no config.json); "
                               "pass the --out directory of `gtn-nas meta-train`")
-    try:
-        kind = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        kind = {}  # load_config says what is wrong with it
-    if isinstance(kind, dict) and kind and "inner_steps" not in kind:
-        what = "search" if "proxies" in kind else "retrain" if "epochs" in kind else "other"
-        raise CheckpointError(f"{run_dir} is not a meta-training run (its config.json is a "
-                              f"{what} run's); pass the --out directory of `gtn-nas meta-train`")
-    cfg = load_config(MetaTrainConfig, run_dir / "config.json")  # validated: a known dataset
+    cfg = load_config(MetaTrainConfig, run_dir / "config.json")  # checked: kind, fields, types
     teacher = build_teacher(cfg, IMAGE_SHAPES[cfg.dataset], NUM_CLASSES[cfg.dataset])
-    folder = run_dir / "checkpoints"
+    folder, step = run_dir / "checkpoints", None
     if which == "best" and (run_dir / "best" / "best.json").exists():
         folder = run_dir / "best"
-    meta, latest = restore_meta_params(cfg, teacher, folder)
+        step = read_json(folder / "best.json", BEST_SCHEMA)["step"]
+        if not (folder / str(step)).is_dir():
+            raise CheckpointError(f"{folder / 'best.json'} names outer step {step}, but {folder} "
+                                  "holds no checkpoint of it (the run is damaged); use "
+                                  "--checkpoint last for the run's last meta-parameters")
+    meta, latest = restore_meta_params(cfg, teacher, folder, step)
     bad = sum(int(np.sum(~np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(meta))
-    if bad:
+    if bad:  # meta-training never accepts a non-finite step: the file is not what it saved
         raise CheckpointError(f"the meta-parameters in {folder / str(latest)} hold {bad} non-finite "
-                              "values; meta-train again with a lower --meta-lr")
+                              "values; the checkpoint is damaged: delete that step's folder, or "
+                              "use --checkpoint last/best for the other one")
     return cfg, teacher, meta, latest
 
 

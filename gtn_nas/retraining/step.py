@@ -63,7 +63,7 @@ def make_augment(cfg: RetrainConfig, mean, std) -> Callable[[jax.Array, jax.Arra
 
 def _recipe(cfg: RetrainConfig) -> RetrainConfig:
     """The fields a compiled step depends on (paths, logging and the seed, passed as keys, not)."""
-    return dataclasses.replace(cfg, out="", data_dir=None, preset="cpu", top=None, seed=0,
+    return dataclasses.replace(cfg, out=".", data_dir=None, preset="cpu", top=None, seed=0,
                                log_every=1, checkpoint_every=1, eval_batch_size=1,
                                eval_subset=0, train_subset=0, split_seed=0)
 

@@ -109,6 +109,14 @@ def _from_search_dir(folder: Path, top: int, space: str | None) -> list[ArchSpec
                             "directory of `gtn-nas search`")
 
 
+def _kind(path: Path) -> str | None:
+    """'dir', 'file' or None; a string too long to be a file name is not one (no OSError)."""
+    try:
+        return "dir" if path.is_dir() else "file" if path.is_file() else None
+    except OSError:
+        return None
+
+
 def resolve_archs(arch: str, space: str | None = None, top: int | None = None) -> list[ArchSpec]:
     """The architectures ``--arch`` names: a genotype string, a JSON file with an ``arch`` field
     (and optionally ``space``), or the best ``top`` of a search directory (``top/NN.json`` in rank
@@ -119,19 +127,20 @@ def resolve_archs(arch: str, space: str | None = None, top: int | None = None) -
                                 "top/NN.json file, or a search directory with --top K")
     looks_like_path = "/" in arch or "\\" in arch or arch.lower().endswith(".json")
     path = Path(arch).expanduser()
+    kind = _kind(path)
     if top is not None:
-        if not path.is_dir():
+        if kind != "dir":
             raise ArchitectureError(f"--top needs a search directory as --arch; {arch!r} is not "
                                     "a directory")
         specs = _from_search_dir(path, top, space)
         if not specs:
             raise ArchitectureError(f"{path} lists no architectures")
         return specs
-    if path.is_dir():
+    if kind == "dir":
         raise ArchitectureError(f"{arch} is a directory; pass --top K to retrain the best K "
                                 "architectures of a search, or a top/NN.json file")
-    if path.is_file() or looks_like_path:
-        if not path.is_file():
+    if kind == "file" or looks_like_path:
+        if kind != "file":
             raise ArchitectureError(f"architecture file {arch} does not exist")
         return [_spec_from_mapping(read_json(path), str(path), space, _rank_of(path, 1))]
     genotype, name = parse_arch(arch, space)

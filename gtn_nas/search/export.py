@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from gtn_nas.config import SearchConfig
+from gtn_nas.config import VOTE, SearchConfig
 from gtn_nas.io.runs import write_atomic, write_json
 from gtn_nas.search.store import PROXIES, SCORED_PROXIES, Row, score_column
+from gtn_nas.search.vote import with_vote
 
 
 def proxy_columns(rows: list[Row]) -> list[str]:
@@ -27,17 +28,24 @@ def leaderboard(rows: list[Row], ranked_by: str) -> list[Row]:
     return sorted(scored, key=lambda r: (-r[col], r["idx"]))
 
 
+def voted(rows: list[Row], cfg: SearchConfig) -> list[Row]:
+    """``rows`` with their ``vote`` score where the search has one (gtn_nas.search.vote)."""
+    return with_vote(rows, cfg.vote) if VOTE in cfg.proxies else rows
+
+
 def export(run_dir: Path, rows: list[Row], cfg: SearchConfig, identity: dict) -> list[Row]:
     """Writes leaderboard.csv and top/NN.json from ``rows``; returns the leaderboard."""
+    rows = voted(rows, cfg)
     board = leaderboard(rows, cfg.proxies[0])
     proxies = proxy_columns(rows)
+    timed = [p for p in proxies if p != VOTE]  # a vote is counted, not run
     header = (["rank", "index", "arch", "space", "params", "flops"] + proxies
-              + [f"{p}_{k}" for p in proxies for k in ("train_s", "compile_s")] + ["seconds"])
+              + [f"{p}_{k}" for p in timed for k in ("train_s", "compile_s")] + ["seconds"])
     lines = [header]
     for rank, r in enumerate(board, start=1):
         lines.append([rank, r["idx"], r["genotype"], r["space"], r["params"], r["flops"]]
                      + [r.get(f"{p}_score") for p in proxies]
-                     + [r.get(f"{p}_{k}") for p in proxies for k in ("train_s", "compile_s")]
+                     + [r.get(f"{p}_{k}") for p in timed for k in ("train_s", "compile_s")]
                      + [r.get("seconds")])
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(
@@ -89,11 +97,15 @@ def summary(cfg, run_dir, rows, new_rows, board, identity, wall) -> dict[str, An
         "wall_seconds": round(wall, 1),
         "archs_per_minute": round(60 * len(new_rows) / wall, 2) if new_rows and wall > 0 else None,
     }
+    if VOTE in cfg.proxies:
+        out["vote"] = list(cfg.vote)
     for p in proxy_columns(rows):
+        if p == VOTE:
+            continue
         out[f"{p}_train_s_mean"] = _mean(rows, f"{p}_train_s")
         out[f"{p}_compile_s_mean"] = _mean(rows, f"{p}_compile_s")
     out["leaderboard"] = str(run_dir / "leaderboard.csv")
     return out
 
 
-__all__ = ["export", "leaderboard", "proxy_columns", "summary", "top_record"]
+__all__ = ["export", "leaderboard", "proxy_columns", "summary", "top_record", "voted"]

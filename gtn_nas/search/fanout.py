@@ -6,7 +6,10 @@
 rows to the search's one ``results.sqlite`` (WAL, upserts keyed by index: disjoint index sets,
 no lost or duplicated row). The parent touches no accelerator while they run: it follows the
 store to draw the progress bar, then writes the leaderboard and summary as a one-process search
-would. Killing the parent stops the workers; rerunning the command resumes every shard.
+would. Killing the parent stops the workers (Ctrl-C and SIGTERM through the parent, kill -9
+through the kernel: each worker gets SIGTERM when its parent dies); each worker holds its own
+shard's lock, so a rerun never scores beside one that is still finishing; rerunning the command
+resumes every shard.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 from gtn_nas.config import SearchConfig
 from gtn_nas.errors import GtnError
 from gtn_nas.io.runs import write_atomic
+from gtn_nas.io import signals
+from gtn_nas.io.signals import ENV_PARENT
 from gtn_nas.io.ui import Reporter
 from gtn_nas.search.indices import index_stop
 from gtn_nas.search.store import Store
@@ -54,7 +59,7 @@ def worker_configs(cfg: SearchConfig, shard: int, num_shards: int) -> list[Searc
 def _done_in(store, configs: list[SearchConfig], stop: int | None) -> int:
     """Finished indices of these workers' shards, below ``stop``."""
     mine = {(c.shard, c.num_shards) for c in configs}
-    return sum(1 for i in store.done(configs[0].proxies) if (stop is None or i < stop)
+    return sum(1 for i in store.done(configs[0].scored_proxies) if (stop is None or i < stop)
                and any(i % n == s for s, n in mine))
 
 
@@ -81,9 +86,10 @@ def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int, num
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
             log_path = folder / f"{w:02d}.log"
+            env[ENV_PARENT] = str(os.getpid())  # the worker dies with this process
             with open(log_path, "w") as log:
-                proc = subprocess.Popen([*entry, str(cfg_path)],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen([*entry, str(cfg_path)], env=env, stdout=log,
+                                        stderr=subprocess.STDOUT)
             procs.append((proc, log_path))
         rep.info(f"search fan-out: {len(procs)} worker processes"
                  + (f" on GPUs {','.join(gpus)}" if gpus else "") + f"; logs in {folder}")
@@ -91,8 +97,9 @@ def run_workers(cfg: SearchConfig, rep: Reporter, run_dir: Path, shard: int, num
             start = _done_in(store, configs, stop)
             t0 = time.time()
             with rep.progress("search", total=total, completed=start) as bar:
-                shown = start
+                shown, mark = start, signals.received()
                 while any(p.poll() is None for p, _ in procs):
+                    signals.raise_if_received_since(mark)
                     time.sleep(POLL_SECONDS)
                     now = _done_in(store, configs, stop)
                     rate = 60.0 * (now - start) / max(time.time() - t0, 1e-9)

@@ -7,8 +7,11 @@ Proxies:
   fixed lr/momentum, the same inner loop and the same validation subset (the paper's baseline);
 - ``params``, ``flops``: the parameter count and FLOPs (the trivial baselines every proxy should
   beat);
-- the zero-cost proxies (``synflow``, ``naswot``, ``jacov``, ``snip``, ``grad_norm``): one fixed
-  training batch, no training, on the benchmark's own network (``search.zero_cost``).
+- the zero-cost proxies of the registry ``search.zero_cost.ZERO_COST`` (synflow, naswot, jacov,
+  snip, grad_norm, meco, zico): fixed training images, no training, on the benchmark's own
+  network;
+- ``vote``: a log-rank aggregate of other proxies' columns, counted when the leaderboard is
+  written (``search.vote``), never scored here.
 
 Two ways to run a trainable proxy, chosen once per search:
 - *stepped* (CPU, and ``exact``/``composed`` anywhere): the learner's inner step and eval chunk

@@ -3,10 +3,16 @@
 Sources, first found wins: raw files in ``data_dir`` (or ``data_dir/<name>``), a prepared
 tensorflow-datasets dir there, then a tfds download when online. The paper's seeded
 train/validation split is applied here so every command sees the same images.
+
+Whatever the source, a data set must hold its official number of images (``OFFICIAL_SIZES``):
+an ImageFolder tree with a lost file, or any reader that stopped early, would otherwise train
+and report test accuracy on a part of the data without a word. A deliberate subset is allowed
+with ``GTN_NAS_PARTIAL_DATA=1``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -19,6 +25,9 @@ from gtn_nas.errors import DataError
 
 ENV_DATA_DIR = "GTN_NAS_DATA_DIR"
 ENV_CACHE_DIR = "GTN_NAS_CACHE_DIR"
+ENV_PARTIAL = "GTN_NAS_PARTIAL_DATA"
+OFFICIAL_SIZES = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000),
+                  "cifar10": (50_000, 10_000)}  # (train, test) images
 EXPECTED_SHAPE = IMAGE_SHAPES
 RAW_HINT = {
     "mnist": "the four IDX files train-images-idx3-ubyte.gz ... t10k-labels-idx1-ubyte.gz "
@@ -47,24 +56,47 @@ def _candidates(name: str, data_dir: Path) -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+_CACHE_KEYS = ("xtr", "ytr", "xte", "yte")
+
+
 def _cached(name: str, folder: Path, reader):
-    """Decoding 60k JPEGs or tfds records takes a while: keep the arrays as .npz, keyed by source."""
+    """Decoding 60k JPEGs or tfds records takes a while: keep the arrays as .npz, keyed by source,
+    with their digest. A cache entry that is unreadable or whose arrays no longer match their
+    digest is rebuilt, never trusted. A cache folder that cannot be written is an error when the
+    user named it ($GTN_NAS_CACHE_DIR), said before the decoding; the default one is done
+    without."""
+    from gtn_nas.io.files import digest_arrays
+
+    named = os.environ.get(ENV_CACHE_DIR)
+    if named and cache_dir().exists() and not cache_dir().is_dir():
+        raise DataError(f"${ENV_CACHE_DIR}={named} is a file, not a folder for the data cache; "
+                        "point it at a folder, or unset it")
+
     stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                      for p in sorted(folder.iterdir()))
-    digest = hashlib.sha1(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:12]
-    path = cache_dir() / f"{name}-{digest}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                return tuple(z[k] for k in ("xtr", "ytr", "xte", "yte"))
-        except Exception:
-            path.unlink(missing_ok=True)  # a broken cache entry is rebuilt, never trusted
+    key = hashlib.sha1(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:12]
+    path = cache_dir() / f"{name}-{key}.npz"
+    try:
+        with np.load(path) as z:
+            arrays = tuple(z[k] for k in _CACHE_KEYS)
+            if str(z["sha256"]) == digest_arrays(arrays):
+                return arrays
+    except Exception:  # noqa: BLE001 - missing, damaged or from an older gtn-nas: rebuilt below
+        pass
     arrays = reader(folder)
     if arrays is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **dict(zip(("xtr", "ytr", "xte", "yte"), arrays)))
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, **dict(zip(_CACHE_KEYS, arrays)), sha256=np.array(digest_arrays(arrays)))
+            tmp.replace(path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if named:
+                raise DataError(f"cannot write the data cache in ${ENV_CACHE_DIR}={named} "
+                                f"({e.strerror or e}); point it at a writable folder, or unset "
+                                "it") from None
     return arrays
 
 
@@ -104,6 +136,11 @@ def read_arrays(name: str, data_dir: str | Path | None = None):
                         f"{root} and {root / name} (offline, so no tfds download); pass --data-dir "
                         f"or set ${ENV_DATA_DIR}")
     xtr, ytr, xte, yte = arrays
+    official = OFFICIAL_SIZES[name]
+    if (len(ytr), len(yte)) != official and not os.environ.get(ENV_PARTIAL):
+        raise DataError(f"{name} from {source} has {len(ytr):,} train + {len(yte):,} test "
+                        f"images, not the official {official[0]:,} + {official[1]:,}: a file is "
+                        f"damaged or missing (set {ENV_PARTIAL}=1 to use a deliberate subset)")
     for x, y, split in ((xtr, ytr, "train"), (xte, yte, "test")):
         if tuple(x.shape[1:]) != EXPECTED_SHAPE[name]:
             raise DataError(f"{name} {split} images from {source} have shape {x.shape[1:]}, "

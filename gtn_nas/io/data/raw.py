@@ -4,12 +4,17 @@ CIFAR-10 python pickles (tar or extracted batches), and ImageFolder trees or tar
 Every reader returns ``(train_images, train_labels, test_images, test_labels)`` as uint8 NHWC and
 int32, or None when its files are not there; files that are there but broken raise DataError
 naming the file, because a silently skipped corrupt file would look like "not downloaded".
+
+Archives are read to their last byte (``tar_files``): Python's tarfile ends its listing in
+silence at a damaged header, so a flipped byte late in a ``.tar.xz`` used to give a partial test
+set; reading on to the end also makes the decompressor check the stream's checksum.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import lzma
 import pickle
 import struct
 import tarfile
@@ -103,6 +108,30 @@ def read_idx_folder(folder: Path, name: str | None = None) -> Arrays | None:
     return xtr[..., None], ytr.astype(np.int32), xte[..., None], yte.astype(np.int32)
 
 
+ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def tar_files(path: Path, wanted) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the files of the tar ``path`` (any compression) for which
+    ``wanted(name)`` holds, after checking that the archive is whole: its listing ends at the
+    end-of-archive marker, and its compressed stream reads to the end with a good checksum."""
+    found = []
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for m in tar:
+                if m.isfile() and wanted(m.name):
+                    found.append((m.name, tar.extractfile(m).read()))
+            end = tar.offset  # where the listing stopped
+            tar.fileobj.seek(end)
+            tail = tar.fileobj.read()  # to the end of the stream: the decompressor's CRC check
+    except ARCHIVE_ERRORS as e:
+        raise DataError(f"{path} is truncated or damaged ({e}); download it again") from None
+    if tail.strip(b"\0"):
+        raise DataError(f"{path} is damaged: its listing stops at byte {end:,} of "
+                        f"{end + len(tail):,} (a bad entry header); download it again")
+    return found
+
+
 def _cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         d = pickle.loads(raw, encoding="bytes")
@@ -135,15 +164,8 @@ def read_cifar_python(folder: Path) -> Arrays | None:
     tar_path = folder / "cifar-10-python.tar.gz"
     if not tar_path.is_file():
         return None
-    batches = {}
-    try:
-        with tarfile.open(tar_path, "r:gz") as tar:
-            for m in tar:
-                name = Path(m.name).name
-                if m.isfile() and name.startswith(("data_batch_", "test_batch")):
-                    batches[name] = _cifar_batch(tar.extractfile(m).read(), f"{tar_path}:{m.name}")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{tar_path} is truncated or not a tar.gz ({e}); download it again") from None
+    files = tar_files(tar_path, lambda n: Path(n).name.startswith(("data_batch_", "test_batch")))
+    batches = {Path(n).name: _cifar_batch(raw, f"{tar_path}:{n}") for n, raw in files}
     return _join_batches(batches, str(tar_path))
 
 
@@ -183,14 +205,10 @@ def read_image_folder(folder: Path, classes: tuple[str, ...] = CIFAR10_CLASSES) 
     tars = sorted(p for p in folder.glob("*.tar*") if "python" not in p.name)
     if not tars:
         return None
-    items = []
-    try:
-        with tarfile.open(tars[0], "r:*") as tar:
-            for m in tar:
-                parts = Path(m.name).parts
-                if m.isfile() and len(parts) >= 3 and Path(m.name).suffix.lower() in IMAGE_SUFFIXES \
-                        and parts[-3] in ("train", "test"):
-                    items.append((parts[-3], parts[-2], parts[-1], tar.extractfile(m).read()))
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{tars[0]} is truncated or not a readable tar ({e})") from None
+    def image(name: str) -> bool:
+        parts = Path(name).parts
+        return (len(parts) >= 3 and Path(name).suffix.lower() in IMAGE_SUFFIXES
+                and parts[-3] in ("train", "test"))
+
+    items = [(*Path(n).parts[-3:], raw) for n, raw in tar_files(tars[0], image)]
     return _stack(items, classes, str(tars[0]))
