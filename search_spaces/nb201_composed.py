@@ -296,12 +296,12 @@ class ComposedNB201:
         self._backprop(tape, g, update)
         return InnerState(new_p, new_buf, new_s), loss
 
-    def gradients(self, params, stats, x, y=None) -> tuple[dict, jax.Array]:
-        """(d R / d params, d R / d x) of one batch ``x`` (normalised), BN on the batch's
-        statistics, as ``jax.grad`` of the genotype's own network (zero for parameters that
-        cannot reach R): R the mean cross-entropy with one-hot or soft labels ``y``, or (``y``
-        None) the sum of the logits. What snip, grad_norm, jacov and ZiCo read, at jit speed."""
-        grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+    def gradients(self, params, stats, x, targets=(None,)) -> list[tuple[dict, jax.Array]]:
+        """(d R / d params, d R / d x) of one batch ``x`` (normalised) per target, from one
+        forward pass, BN on the batch's statistics, as ``jax.grad`` of the genotype's own network
+        (zero for parameters that cannot reach R): R the mean cross-entropy with one-hot or soft
+        labels, or (a target None) the sum of the logits. What snip, grad_norm, jacov and ZiCo
+        read, at jit speed."""
 
         def run(b, p, s, h):
             y, vjp, s = _train_vjp(b.module, True)(p, s, h)
@@ -309,16 +309,20 @@ class ComposedNB201:
 
         h, tape = self._walk(params, stats, _dict_copy(stats), x, run)
         hb = self.head
-        gp, g = _head_grads(hb.module, y is None)(hb.take(params), hb.take(stats), h, y)
-        hb.put(grads, gp)
+        out = []
+        for y in targets:  # each walks back through the same forward's residuals
+            grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+            gp, g = _head_grads(hb.module, y is None)(hb.take(params), hb.take(stats), h, y)
+            hb.put(grads, gp)
 
-        def update(b, vjp, g):
-            gp, gx = _pullback(vjp, g)
-            b.put(grads, gp)
-            return gx
+            def update(b, vjp, g, grads=grads):
+                gp, gx = _pullback(vjp, g)
+                b.put(grads, gp)
+                return gx
 
-        gx = self._backprop(tape, g, update)
-        return grads, jnp.zeros_like(x) if gx is None else gx
+            gx = self._backprop(tape, g, update)
+            out.append((grads, jnp.zeros_like(x) if gx is None else gx))
+        return out
 
     @staticmethod
     def _backprop(tape, g, update) -> None:

@@ -186,7 +186,7 @@ ZERO_COST: dict[str, ZeroCostProxy] = {
     "synflow": ZeroCostProxy("synflow", _finite, (0.74, 0.78),
                              "Abdelfattah et al. 2021; NAS-Bench-Suite-Zero"),
     "naswot": ZeroCostProxy("naswot", naswot_score, (0.80, 0.80), "Mellor et al. 2021"),
-    "jacov": ZeroCostProxy("jacov", jacov_score, (0.73, 0.73), "Abdelfattah et al. 2021"),
+    "jacov": ZeroCostProxy("grads", jacov_score, (0.73, 0.73), "Abdelfattah et al. 2021"),
     "snip": ZeroCostProxy("grads", _finite, (0.60, 0.65), "Abdelfattah et al. 2021"),
     "grad_norm": ZeroCostProxy("grads", _finite, (0.59, 0.65), "Abdelfattah et al. 2021"),
     "meco": ZeroCostProxy("meco", meco_score, (0.89, 0.89), "Jiang et al. 2023, Table 1"),
@@ -306,22 +306,28 @@ class ZeroCostScorer:
             self._zico_batches = [(normalize(images[p], mean, std), self._onehot(labels[p]))
                                   for p in pick]
         composed = self.composed(net)
-        return [[np.asarray(g) for g in _kernels(composed.gradients(params, stats, x, y)[0])]
-                for x, y in self._zico_batches]
+        grads = [composed.gradients(params, stats, x, [y])[0][0] for x, y in self._zico_batches]
+        return [[np.asarray(g) for g in _kernels(tree)] for tree in grads]
 
     def _onehot(self, labels) -> jax.Array:
         return jax.nn.one_hot(jnp.asarray(labels), self.sizes["num_classes"], dtype=jnp.float32)
 
-    def _run(self, name: str, net, net_nobn, params, stats) -> dict[str, Any]:
-        """The raw values of pass ``name`` on the genotype's own network."""
+    def _run(self, name: str, members, net, net_nobn, params, stats) -> dict[str, Any]:
+        """The raw values of pass ``name`` for the proxies ``members`` on the genotype's own
+        network."""
         if name == "naswot":
             return jax.device_get(self.batch_scores(net, params, stats, wanted=("naswot",)))
-        if name == "grads":  # L: the mean cross-entropy of the batch
-            grads, _ = self.composed(net).gradients(params, stats, self.x, self._onehot(self.y))
-            return jax.device_get({"snip": snip_score(params, grads),
-                                   "grad_norm": grad_norm_score(grads)})
-        if name == "jacov":  # ∂(Σ logits)/∂x
-            return {"jacov": np.asarray(self.composed(net).gradients(params, stats, self.x)[1])}
+        if name == "grads":  # one forward; L the batch's mean cross-entropy, ∂(Σ logits)/∂x
+            loss = [p for p in members if p in ("snip", "grad_norm")]
+            targets = ([self._onehot(self.y)] if loss else []) + (
+                [None] if "jacov" in members else [])
+            got = self.composed(net).gradients(params, stats, self.x, targets)
+            raw = {"jacov": np.asarray(got[-1][1])} if "jacov" in members else {}
+            if loss:
+                grads = got[0][0]
+                raw.update(jax.device_get({"snip": snip_score(params, grads),
+                                           "grad_norm": grad_norm_score(grads)}))
+            return raw
         if name == "synflow":
             with jax.enable_x64(self.synflow_dtype == "float64"):
                 return {"synflow": jax.device_get(self.synflow(net_nobn, params))}
@@ -346,7 +352,7 @@ class ZeroCostScorer:
         out: dict[str, tuple] = {}
         for name, members in passes.items():
             t0 = time.perf_counter()
-            raw = self._run(name, net, net_nobn, params, stats)
+            raw = self._run(name, members, net, net_nobn, params, stats)
             values = {p: ZERO_COST[p].finish(raw[p]) for p in members}
             share = (time.perf_counter() - t0 + init_s) / len(members)  # one pass, split evenly
             out.update({p: (values[p], share) for p in members})
