@@ -12,9 +12,25 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 # for: without this, anything short of the official 60,000 + 10,000 images is refused as damaged.
 os.environ.setdefault("GTN_NAS_PARTIAL_DATA", "1")
 
+import signal  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def pythons_own_signal_handlers():
+    """Each test starts from Python's own SIGINT and SIGTERM handlers, whatever an earlier test
+    left (the CLI's entry installs gtn-nas's handler for the rest of the process): the signal
+    tests of tests/test_faults.py passed alone and failed after the whole suite before them."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in stops}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, handler in previous.items():
+        signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -238,7 +238,8 @@ def test_help_lists_choices_and_preset_defaults():
     assert "tiny preset: 6, cpu preset: 1100, cpu-conv preset: 700, paper preset: 2000" in text
     result = runner.invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"})
     joined = " ".join(result.output.split())
-    assert "[gtn|real|params|flops" in joined and "grad_norm]" in joined  # the choices may wrap
+    assert "[gtn|real|params|flops" in joined and "zico|vote]" in joined  # the choices may wrap
+    assert "--vote" in joined
 
 
 def test_cifar10_meta_training_settings_per_preset():
