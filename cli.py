@@ -270,7 +270,8 @@ def datasets_cmd(data_dir: DATA_DIR_OPTION = None, json_: Json = False) -> None:
 
 @config_command("search", SearchConfig)
 def search_cmd(given: dict, extras: dict, rep):
-    """Random architecture search scored by a GTN (resumable: re-run the same command)."""
+    """Architecture search: random, evolution, local or a multi-fidelity cascade, scored by a GTN
+    and other proxies (resumable: re-run the same command)."""
     from gtn_nas.commands import search as lib
 
     return lib.search(build_config(SearchConfig, given.pop("preset", None), given), rep)

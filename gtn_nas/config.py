@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,6 +57,15 @@ Proxy = _choices("Proxy", TRAINED_PROXIES + ("params", "flops") + ZERO_COST_PROX
 Program = _choices("Program", ("auto", "exact", "composed", "shared"))
 RealSchedule = _choices("RealSchedule", ("constant", "cosine"))
 GtnBN = _choices("GtnBN", ("synthetic", "real"))
+StrategyName = _choices("StrategyName", ("random", "evolution", "local", "cascade"))
+# The cascade a user gets by asking for one, chosen by benchmarks/search_quality.py (RESULTS,
+# Search quality): a stage is [STRATEGY:]PROXY[@STEPS][/CxN] (gtn_nas.search.stages). No GTN
+# stage: it is not yet measured to help, so it is opt-in (--stages evolution:vote,gtn,zico).
+DEFAULT_STAGES = ("evolution:vote", "zico")
+DEFAULT_EXPLORE_SHARE = 0.7  # the default stages' first-stage share of a time budget
+DEFAULT_VOTE = ("flops", "naswot", "jacov", "meco")  # issue #41's vote, the cascade's default
+STAGE = re.compile(r"^(?:(?P<strategy>[a-z_]+):)?(?P<proxy>[a-z_]+)(?:@(?P<steps>\d+))?"
+                   r"(?:/(?P<channels>\d+)x(?P<cells>\d+))?$")  # one --stages entry
 TruthColumn = _choices("TruthColumn", ("cifar10", "cifar100", "imagenet16"))
 Augment = _choices("Augment", ("auto", "none", "crop", "crop_flip"))
 Activation = _choices("Activation", ("leaky_relu", "relu"))
@@ -397,7 +407,10 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """`gtn-nas search`: random search scored by proxies; saved as DIR/config.json.
+    """`gtn-nas search`: architecture search scored by proxies; saved as DIR/config.json.
+
+    ``strategy`` random samples as below; evolution and local propose from the scores of the first
+    proxy; cascade runs ``stages`` (gtn_nas.search.cascade), whose proxies become ``proxies``.
 
     Architecture i of the search is ``space.sample`` of a key derived from
     ``fold_in(PRNGKey(seed), i)``. ``budget`` counts architectures (indices 0..budget-1; 0: no
@@ -427,8 +440,27 @@ class SearchConfig:
     vote: tuple[str, ...] = option((), "vote proxy: the proxies of --proxy it aggregates by "
                                    "log-rank (default: every other one).", choices=Proxy,
                                    flags=("--vote",), listing="csv", resumable=True)
-    budget: int = option(50, "Architectures to score (indices 0..N-1; 0: no count limit).",
-                         resumable=True, domain=NON_NEGATIVE, limit=10_000_000)
+    strategy: str = option("random", "How architectures are proposed: random (architecture i = "
+                           "fold_in(PRNGKey(seed), i)), evolution (regularized evolution on the "
+                           "first proxy), local (best-improvement local search), cascade "
+                           "(--stages, successive halving).", choices=StrategyName)
+    stages: tuple[str, ...] = option((), "cascade: comma-separated stages, cheapest first; a "
+                                     "stage is a PROXY, optionally STRATEGY: before it, @STEPS "
+                                     "and /CxN (sizes) after it, e.g. "
+                                     "evolution:vote,gtn,real@288/4x1 (default "
+                                     f"{','.join(DEFAULT_STAGES)}).", listing="csv")
+    eta: float = option(8.0, "cascade: each stage keeps the best 1/eta of the one before.",
+                        domain=Domain(1, lo_open=True))
+    explore_share: float = option(DEFAULT_EXPLORE_SHARE, "cascade with --time-budget: the share "
+                                  "of it the first stage proposes for; later stages re-score "
+                                  "best first in the rest (lower it for costly later stages).",
+                                  domain=Domain(0, 1, lo_open=True))
+    population: int = option(20, "evolution: population size.", domain=POSITIVE, limit=100_000)
+    tournament: int = option(5, "evolution: members drawn per tournament.", domain=POSITIVE,
+                             limit=100_000)
+    budget: int = option(50, "Architectures to score (indices 0..N-1; 0: no count limit); a "
+                         "cascade's first stage scores N, each later one 1/eta of the one "
+                         "before.", resumable=True, domain=NON_NEGATIVE, limit=10_000_000)
     time_budget: float | None = option(None, "Stop starting new architectures after this many "
                                        "seconds (the whole invocation).", resumable=True,
                                        domain=POSITIVE)
@@ -496,6 +528,11 @@ class SearchConfig:
         if self.archs and self.budget > len(self.archs):
             raise ConfigError(f"--budget {self.budget} exceeds the {len(self.archs)} given "
                               "architectures")
+        if self.strategy == "cascade":
+            self._cascade_proxies()
+        elif self.stages:
+            raise ConfigError(f"--stages needs --strategy cascade (this search is "
+                              f"--strategy {self.strategy})")
         proxies = tuple(str(p).strip().lower() for p in self.proxies)
         if not proxies:
             raise ConfigError(f"give at least one proxy: {', '.join(SEARCH_PROXIES)}")
@@ -519,6 +556,37 @@ class SearchConfig:
                               f"{self.num_shards}, got {self.shard}")
         if not self.budget and self.time_budget is None and not self.archs:
             raise ConfigError("give --budget N (architectures) or --time-budget SECONDS")
+        if self.strategy != "random" and (self.num_shards > 1 or self.shard is not None
+                                          or self.workers > 1):
+            raise ConfigError(f"--strategy {self.strategy} runs in one process for now: its "
+                              "proposals depend on the scores before them; drop --workers and "
+                              "--num-shards, or use --strategy random")
+        if self.tournament > self.population:
+            raise ConfigError(f"--tournament {self.tournament} exceeds --population "
+                              f"{self.population}: a tournament draws members of the population")
+        if self.strategy != "random" and self.archs:
+            raise ConfigError(f"--strategy {self.strategy} proposes its own architectures; "
+                              "--arch and --arch-file go with --strategy random")
+
+    def _cascade_proxies(self) -> None:
+        """A cascade's proxies are its stages' (the first stage's first): --proxy is not given."""
+        stages = tuple(str(t).strip().lower().replace(" ", "") for t in self.stages) or (
+            DEFAULT_STAGES)
+        object.__setattr__(self, "stages", stages)
+        proxies: list[str] = []
+        for t in stages:
+            m = STAGE.match(t)
+            if m is None:
+                raise ConfigError(f"cannot read stage {t!r}: write [STRATEGY:]PROXY[@STEPS]"
+                                  "[/CxN], e.g. evolution:vote or real@288/4x1")
+            p = m["proxy"]
+            parts = (self.vote or DEFAULT_VOTE) if p == VOTE else ()
+            for q in (p, *parts):
+                if q not in proxies:
+                    proxies.append(q)
+        object.__setattr__(self, "proxies", tuple(proxies))
+        if VOTE in proxies and not self.vote:
+            object.__setattr__(self, "vote", DEFAULT_VOTE)
 
     def _check_vote(self) -> None:
         """``vote`` holds its parts (default: the other proxies), each scored by this search."""
@@ -562,6 +630,11 @@ class SearchConfig:
         proxies = given.get("proxies")
         if isinstance(proxies, str):
             proxies = proxies.split(",")
+        if given.get("strategy") == "cascade":
+            if proxies:
+                raise ConfigError("a cascade's --stages name its proxies; drop --proxy (e.g. "
+                                  f"--stages {','.join(DEFAULT_STAGES)})")
+            return {"channels": 16, "cells": 5, **given}
         if proxies and not any(str(p).strip().lower() in TRAINED_PROXIES for p in proxies):
             given = {"channels": 16, "cells": 5, **given}
         return given
@@ -855,13 +928,20 @@ def config_kind(values: dict[str, Any]) -> type | None:
     return max(CONFIGS, key=fit)
 
 
+# Fields added since run directories were first written, and what a config without them meant.
+ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "SearchConfig": {"strategy": "random", "stages": [], "eta": 8.0, "explore_share": 0.7,
+                     "population": 20, "tournament": 5},
+}
+
+
 def load_config(cls: type[C], path: Path) -> C:
     """The config saved in ``path``: every field present and of its type, none unknown, and the
     config of ``cls``'s command, not another's; anything else is a damaged file, never filled
     in with today's defaults (a missing width would silently rebuild another network).
 
-    To add a field to a config without breaking run directories written before it existed,
-    load it here with the value the code had before (none has needed that yet)."""
+    A field added to a config after run directories were written without it is read with the
+    value the code had before it existed (``ADDED_FIELDS``)."""
     from gtn_nas.errors import CheckpointError
 
     path = Path(path)
@@ -884,6 +964,7 @@ def load_config(cls: type[C], path: Path) -> C:
             f"{RUN_NAMES[kind.COMMAND]} run's); pass the --out directory of `gtn-nas "
             f"{cls.COMMAND}`")
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    values = {**ADDED_FIELDS.get(cls.__name__, {}), **values}
     missing = [n for n in names if n not in values]
     unknown = sorted(set(values) - set(names))
     if missing or unknown:

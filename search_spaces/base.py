@@ -72,6 +72,17 @@ class SearchSpace(abc.ABC):
     def mutate(self, genotype: Genotype, key: jax.Array) -> Genotype:
         """A new genotype differing from ``genotype`` in exactly one random choice."""
 
+    def neighbours(self, genotype: Genotype, key: jax.Array, limit: int = 32) -> list[Genotype]:
+        """Genotypes one choice away from ``genotype``, in a fixed order for a given key: here up
+        to ``limit`` distinct mutations; a space small enough to list them all overrides it."""
+        out: dict[str, Genotype] = {}
+        for k in jax.random.split(key, 4 * limit):
+            g = self.mutate(genotype, k)
+            out.setdefault(g.to_str(), g)
+            if len(out) == limit:
+                break
+        return list(out.values())
+
     @abc.abstractmethod
     def build(self, genotype: Genotype, channels: int | None, cells: int | None,
               num_classes: int, input_shape: InputShape, *, bn_momentum: float = 0.0,

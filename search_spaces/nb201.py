@@ -430,6 +430,18 @@ class NB201Space(SearchSpace):
         arch[e] = (arch[e] + shift) % NUM_OPS
         return decode(arch)
 
+    def neighbours(self, genotype: NB201Genotype, key: jax.Array | None = None,
+                   limit: int | None = None) -> list[NB201Genotype]:
+        """All 24 cells one edge's op away, edge by edge (the key is not needed)."""
+        arch = encode(genotype)
+        out = []
+        for e in range(NUM_EDGES):
+            for shift in range(1, NUM_OPS):
+                a = arch.copy()
+                a[e] = (a[e] + shift) % NUM_OPS
+                out.append(decode(a))
+        return out if limit is None else out[:limit]
+
     def build(self, genotype: NB201Genotype | str, channels: int | None = None,
               cells: int | None = None, num_classes: int = 10,
               input_shape: InputShape = (32, 32, 3), *, bn_momentum: float = 0.0,

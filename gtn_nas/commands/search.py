@@ -1,4 +1,6 @@
-"""`gtn-nas search`: random architecture search scored by a GTN (and baselines).
+"""`gtn-nas search`: architecture search scored by a GTN (and baselines). ``--strategy random``
+(the default) runs here; evolution, local search and the cascade propose from scores, in
+``search.driver`` (after the same preparation: run directory, lock, GTN, data, store identity).
 
 The driver: the run directory and its lock, the GTN the search scores with (kept across
 resumes), the data, the loop over this shard's indices (``search.indices``), each row committed
@@ -31,6 +33,7 @@ from gtn_nas.io.ui import Reporter
 from gtn_nas.meta.gtn import load_gtn, restore_meta_params
 import gtn_nas.search.export as exports
 from gtn_nas.search.indices import architecture_keys, genotype_at, index_stop, indices
+from gtn_nas.search.driver import record_evaluations
 from gtn_nas.search.scorer import Scorer
 from gtn_nas.search.store import Row, Store, score_column
 from gtn_nas.search.vote import with_vote
@@ -51,7 +54,8 @@ def _check_gtn(cfg: SearchConfig):
         if cfg.dataset is None:
             raise ConfigError(f"give --dataset: the proxies {','.join(cfg.proxies)} read no GTN "
                               "to take it from")
-        if "real" in cfg.proxies and not (cfg.real_steps or cfg.steps):
+        if "real" in cfg.proxies and not (cfg.real_steps or cfg.steps) \
+                and cfg.strategy != "cascade":  # a cascade's stages give their steps
             raise ConfigError("give --real-steps for the real proxy: without a GTN there is no "
                               "curriculum length to default to")
         return None
@@ -201,10 +205,18 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
         "gtn_bn": cfg.gtn_bn if mcfg is not None else None,
         "eval_subset": cfg.eval_subset, "program": program, "zc_batch_size": cfg.zc_batch_size,
     }
+    if cfg.strategy != "random":  # the proposals, hence every architecture's index and key
+        identity.update(strategy=cfg.strategy, stages=list(cfg.stages), eta=cfg.eta,
+                        population=cfg.population, tournament=cfg.tournament,
+                        explore_share=cfg.explore_share)
     store.bind(identity)
     if not worker:  # what `rank` and `show` recount the vote from
         store.set_meta(VOTE, list(cfg.vote) if VOTE in cfg.proxies else None)
     scorer = Scorer(cfg, space, teacher, meta, data, sizes, steps, real_steps, real_batch, program)
+    if cfg.strategy != "random":
+        return _strategy_search(cfg, rep, space, run_dir, resumed, store, identity, scorer,
+                                (teacher, meta, data, sizes, steps, real_steps, real_batch,
+                                 program), mcfg, started)
     primary = cfg.proxies[0]
     done = store.done(cfg.scored_proxies)
     existing = {r["idx"]: r for r in store.rows()}
@@ -221,6 +233,10 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
              f"{','.join(cfg.proxies)}{trained}")
 
     best, _ = _leader(existing, cfg)
+    twins: dict[str, Row] = {}  # the first complete row of each genotype
+    for r in sorted(existing.values(), key=lambda r: r["idx"]):
+        if all(r.get(score_column(p)) is not None for p in cfg.scored_proxies):
+            twins.setdefault(r["genotype"], r)
     new_rows: list[Row] = []
     t_start = time.time()
     started = t_start if started is None else started
@@ -242,12 +258,21 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
                                           "this search")
                 missing = [p for p in cfg.scored_proxies
                            if old is None or old.get(score_column(p)) is None]
-                row = scorer.score(i, genotype, missing, architecture_keys(cfg.seed, i)[1])
+                twin = twins.get(genotype.to_str()) if old is None else None
+                if twin is not None:  # drawn before: scored once, its scores copied
+                    row = {k: twin[k] for k in ("genotype", "space", "params", "flops")}
+                    row.update({score_column(p): twin[score_column(p)] for p in missing},
+                               idx=i, seconds=0.0)
+                else:
+                    row = scorer.score(i, genotype, missing, architecture_keys(cfg.seed, i)[1])
+                    record_evaluations(store, row, missing, identity)
                 row["worker"] = worker_id
                 store.put(row)
                 new_rows.append(row)
                 full = {**(old or {}), **{k: v for k, v in row.items() if v is not None}}
                 existing[i] = full
+                if all(full.get(score_column(p)) is not None for p in cfg.scored_proxies):
+                    twins.setdefault(full["genotype"], full)
                 if primary == VOTE:  # a vote ranks the whole search: recount it
                     best, full = _leader(existing, cfg, i)
                 elif best is None or full[score_column(primary)] > best[score_column(primary)]:
@@ -278,6 +303,56 @@ def _search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, on_row,
     return summary
 
 
+def _strategy_search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store, identity,
+                     scorer: Scorer, parts, mcfg, started: float | None):
+    """``--strategy evolution | local | cascade``: the strategy in this process, each evaluation
+    committed to the store as it finishes (``search.driver``)."""
+    from gtn_nas.search import driver
+
+    teacher, meta, data, sizes, steps, real_steps, real_batch, program = parts
+    started = time.time() if started is None else started
+    stages = driver.stages_of(cfg, sizes, steps, cfg.real_steps,
+                              mcfg.inner_steps if mcfg is not None else None)
+    if any(s.objective.proxy == "gtn" for s in stages) and teacher is None:
+        raise ConfigError("a gtn stage needs a GTN: pass --gtn DIR")
+    scorers = {(sizes["channels"], sizes["cells"]): scorer}
+
+    def scorer_for(channels: int, cells: int) -> Scorer:
+        if (channels, cells) not in scorers:
+            scorers[(channels, cells)] = Scorer(
+                cfg, space, teacher, meta, data, {**sizes, "channels": channels, "cells": cells},
+                steps, real_steps, real_batch, program)
+        return scorers[(channels, cells)]
+
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    extra = cfg.scored_proxies if cfg.strategy != "cascade" else ()
+    evaluations = driver.Evaluations(store, scorer_for, cfg.seed, identity, worker_id, extra)
+    if resumed and evaluations.cache:
+        rep.info(f"resuming {run_dir}: {len(evaluations.index)} architectures already scored")
+    rep.info(f"search: {space.name}, {cfg.strategy} over "
+             f"{' > '.join(s.label for s in stages)}"
+             + (f", eta {cfg.eta:g}" if len(stages) > 1 else "")
+             + (f", GTN step {identity['gtn_step']}" if mcfg is not None else ", no GTN"))
+    result, interrupted = driver.run(cfg, rep, run_dir, store, stages, evaluations, space,
+                                     started)
+    if interrupted or result is None:
+        exports.export(run_dir, store.rows(), cfg, identity)  # the first stage's, so far
+        rep.info(f"interrupted after {evaluations.scored_now} new evaluations; run the same "
+                 "command again to resume")
+        raise KeyboardInterrupt
+    summary = driver.export(run_dir, cfg, result, evaluations, identity, time.time() - started)
+    board = driver.leaderboard(result, evaluations.rows)
+    table = [{"rank": i + 1, "stage": r["stage"], **{k: round(v, 4) for k, v in
+                                                      r["stage_scores"].items()},
+              "arch": r["genotype"]} for i, r in enumerate(board[:cfg.top_k])]
+    rep.table(f"leaderboard ({cfg.strategy}, top {len(table)} of {len(board)})", table)
+    shown = {k: v for k, v in summary.items() if v is not None and k != "per_stage"}
+    shown["best"] = f"{summary['best']['genotype']} (chosen by {summary['best']['stage']})" \
+        if summary["best"] else None
+    rep.summary("search summary", shown)
+    return summary
+
+
 def _leader(rows: dict[int, Row], cfg: SearchConfig, i: int | None = None):
     """(the row with the best score by the search's first proxy, row ``i``), a vote counted
     over every row."""
@@ -299,7 +374,8 @@ def _report(rep: Reporter, cfg: SearchConfig, board: list[Row], summary: dict) -
         table.append(entry)
     rep.table(f"leaderboard (by {cfg.proxies[0]}, top {min(cfg.top_k, len(board))} of "
               f"{len(board)})", table)
-    rep.summary("search summary", {k: v for k, v in summary.items() if v is not None})
+    rep.summary("search summary", {k: v for k, v in summary.items()
+                                   if v is not None and k != "best"})
 
 
 def worker_main(argv: list[str]) -> int:

@@ -91,6 +91,11 @@ def summary(cfg, run_dir, rows, new_rows, board, identity, wall) -> dict[str, An
         "channels": identity["channels"], "cells": identity["cells"],
         "program": identity["program"], "proxies": list(cfg.proxies), "ranked_by": cfg.proxies[0],
         "architectures": len(rows), "scored_now": len(new_rows),
+        "strategy": "random",
+        "best": None if best is None else {
+            "genotype": best["genotype"], "index": best["idx"], "stage": cfg.proxies[0],
+            "scores": {p: best[score_column(p)] for p in PROXIES
+                       if best.get(score_column(p)) is not None}},
         "best_arch": best["genotype"] if best else None,
         "best_score": best[score_column(cfg.proxies[0])] if best else None,
         "best_index": best["idx"] if best else None,

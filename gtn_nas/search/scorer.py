@@ -30,6 +30,7 @@ constant: compiling stays cheap and XLA's persistent cache serves a resumed sear
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable
 
@@ -120,9 +121,15 @@ class Scorer:
 
         return PROGRAMS.get(("whole", proxy, s.with_conv()), build)
 
-    def _batch_program(self, proxy: str, key):
+    def _at(self, proxy: str, steps: int | None) -> ProxySetup:
+        """The setup with ``proxy`` trained for ``steps`` (None: the search's own count)."""
+        if steps is None:
+            return self.setup
+        field = "steps" if proxy == "gtn" else "real_steps"
+        return dataclasses.replace(self.setup, **{field: int(steps)})
+
+    def _batch_program(self, proxy: str, key, s: ProxySetup):
         """key -> (k_init, xs, ys, lrs, moms) of ``proxy``, compiled once per setup."""
-        s = self.setup
 
         def fn(args, key):
             k_init, k_data = jax.random.split(key)
@@ -167,20 +174,22 @@ class Scorer:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def _run(self, proxy: str, genotype, key) -> tuple[float, float, float]:
-        """(score, train seconds, compile seconds) of one trainable proxy."""
+    def _run(self, proxy: str, genotype, key, steps: int | None = None
+             ) -> tuple[float, float, float]:
+        """(score, train seconds, compile seconds) of one trainable proxy (``steps``: a fidelity
+        other than the search's)."""
         arch = None
         if self.program == "shared":
             from search_spaces import nb201
 
             arch = jnp.asarray(nb201.encode(genotype))  # int32 [6]: an argument, not a constant
-        if self.whole:
+        if self.whole and steps is None:
             compiled, compile_s = self._whole_program(proxy, arch, key)
             t0 = time.perf_counter()
             value = float(compiled(self.args, arch, key))
             return value, time.perf_counter() - t0, compile_s
         stepped, compile_s = self._stepped_learner(genotype, key, arch)
-        batches, batch_compile_s = self._batch_program(proxy, key)
+        batches, batch_compile_s = self._batch_program(proxy, key, self._at(proxy, steps))
         k_init, xs, ys, lrs, moms = batches(self.args, key)
         t0 = time.perf_counter()
         st = stepped.train(k_init, xs, ys, lrs, moms, arch)
@@ -189,8 +198,9 @@ class Scorer:
         value = stepped.accuracy(st, *self.args["val"], arch)
         return value, time.perf_counter() - t0, compile_s + batch_compile_s
 
-    def score(self, index: int, genotype, proxies, k_train) -> Row:
-        """One architecture's row: genotype, size, FLOPs and the columns of ``proxies``."""
+    def score(self, index: int, genotype, proxies, k_train, steps: int | None = None) -> Row:
+        """One architecture's row: genotype, size, FLOPs and the columns of ``proxies``
+        (``steps``: the trained proxies' fidelity, default the search's)."""
         t0 = time.perf_counter()
         s = self.setup
         module = self.space.build(genotype, s.channels, s.cells, s.num_classes, s.input_shape)
@@ -205,7 +215,7 @@ class Scorer:
         for proxy in proxies:
             if proxy in COLUMN_PROXIES or proxy in ZERO_COST_PROXIES:
                 continue
-            value, train_s, compile_s = self._run(proxy, genotype, k_train)
+            value, train_s, compile_s = self._run(proxy, genotype, k_train, steps)
             row.update({f"{proxy}_score": value, f"{proxy}_train_s": train_s,
                         f"{proxy}_compile_s": compile_s})
         row["seconds"] = time.perf_counter() - t0

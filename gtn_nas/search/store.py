@@ -11,6 +11,10 @@ The database (``results.sqlite`` in a search directory) has two tables:
   it took: training and scoring, or a zero-cost pass) and ``<proxy>_compile_s``. A database
   written before a proxy existed gets its columns added when opened.
 
+- ``evaluations``: one row per (genotype, proxy, fidelity) (``search.stages.Fidelity.key``: steps
+  and sizes), every score any strategy or cascade stage asked for, so a genotype proposed twice,
+  or re-scored by a later stage at a fidelity it already has, is scored once.
+
 Writes are upserts keyed by ``idx`` in one transaction each: a rerun, or a second process that
 scored the same index, never duplicates a row, and a proxy added later fills in its columns
 without touching the others. The journal is in WAL mode with a busy timeout, so several
@@ -112,6 +116,10 @@ class Store:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta "
                              "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS results ({cols})")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS evaluations (genotype TEXT NOT NULL, proxy TEXT NOT "
+                "NULL, fidelity TEXT NOT NULL, score REAL NOT NULL, train_s REAL, compile_s REAL, "
+                "idx INTEGER, finished_at REAL, PRIMARY KEY (genotype, proxy, fidelity))")
             have = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
             for c, t in _PROXY_COLUMNS:  # proxies added since the database was written
                 if c not in have:
@@ -247,6 +255,33 @@ class Store:
         cond = " AND ".join(f"{score_column(p)} IS NOT NULL" for p in proxies) or "1"
         with self._errors():
             return {r[0] for r in self._db.execute(f"SELECT idx FROM results WHERE {cond}")}
+
+    # ------------------------------------------------------------------------- evaluations
+
+    def put_evaluations(self, genotype: str, fidelity: str, idx: int,
+                        scores: Mapping[str, tuple[float, float | None, float | None]]) -> None:
+        """Stores ``proxy -> (score, train_s, compile_s)`` of one genotype at ``fidelity``, in one
+        transaction (a stage's evaluation is stored whole or not at all)."""
+        now = time.time()
+        with self._errors(), self._transaction():
+            for proxy, (score, train_s, compile_s) in scores.items():
+                self._db.execute("INSERT OR REPLACE INTO evaluations VALUES (?,?,?,?,?,?,?,?)",
+                                 (genotype, proxy, fidelity, float(score), train_s, compile_s,
+                                  idx, now))
+
+    def evaluations(self) -> dict[tuple[str, str, str], tuple[float, float, float]]:
+        """(genotype, proxy, fidelity) -> (score, train seconds, compile seconds) of every stored
+        evaluation."""
+        with self._errors():
+            rows = self._db.execute("SELECT genotype, proxy, fidelity, score, train_s, compile_s "
+                                    "FROM evaluations").fetchall()
+        out = {}
+        for g, p, f, v, t, c in rows:
+            if not all(isinstance(x, str) for x in (g, p, f)) or not isinstance(v, (int, float)):
+                raise CheckpointError(f"{self.path}: an evaluation of {g!r:.40} holds {v!r:.40}; "
+                                      "the database is damaged or was edited")
+            out[(g, p, f)] = (float(v), float(t or 0.0), float(c or 0.0))
+        return out
 
     def count(self) -> int:
         with self._errors():
