@@ -201,6 +201,20 @@ def test_a_time_budgeted_cascade_shares_its_time_and_resumes_where_it_stopped():
     assert r2.stages[1].complete
 
 
+def test_a_single_stage_search_uses_its_whole_time_budget():
+    stages = parse_stages(["evolution:flops"], channels=4, cells=1, real_steps=None,
+                          gtn_steps=None, vote=())
+    clock = {"t": 0.0}
+
+    def timed(genotype, objective):
+        clock["t"] += 1.0
+        return Counting()(genotype, objective)
+
+    r = run_cascade(stages, SPACE, 0, timed, lambda: clock["t"], budget=None, time_budget=50.0,
+                    explore_share=0.3, strategy_options={"population": 5, "sample": 2})
+    assert clock["t"] == 50.0 and r.stages[0].complete
+
+
 def test_vote_objective_ranks_by_log_rank_over_the_set_it_is_given():
     obj = Objective("vote", Fidelity(None, 16, 5), ("flops", "meco"))
     scores = [{"flops": 1.0, "meco": 3.0}, {"flops": 2.0, "meco": 2.0}, {"flops": 3.0, "meco": 1.0},

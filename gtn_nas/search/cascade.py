@@ -98,7 +98,8 @@ def run_cascade(stages: Sequence[Stage], space, seed: int,
     r0 = results[0]
     seen: set[str] = set()
     target = ended.get(0, budget or None)
-    limit0 = None if 0 in ended or time_budget is None else time_budget * explore_share
+    share = explore_share if len(stages) > 1 else 1.0  # one stage has all of the time
+    limit0 = None if 0 in ended or time_budget is None else time_budget * share
     stall = 0
     while (target is None or len(r0.genotypes) < target) and not out_of_time(limit0) \
             and not stop():
