@@ -17,6 +17,7 @@ from gtn_nas.config import VOTE, SearchConfig
 from gtn_nas.errors import ConfigError
 from gtn_nas.io.runs import write_json
 from gtn_nas.search.cascade import CascadeResult, keep_count, run_cascade
+from gtn_nas.search.export import write_board
 from gtn_nas.search.indices import architecture_keys
 from gtn_nas.search.stages import Fidelity, Objective, Stage, parse_stages
 from gtn_nas.search.store import COLUMN_PROXIES, Row, Store
@@ -197,36 +198,21 @@ def leaderboard(result: CascadeResult, rows: dict[str, Row]) -> list[Row]:
 def export(run_dir: Path, cfg: SearchConfig, result: CascadeResult, evaluations: Evaluations,
            identity: dict, wall: float) -> dict[str, Any]:
     """leaderboard.csv, top/NN.json and summary.json of a strategy search."""
-    import csv
-    import io
-
-    from gtn_nas.io.runs import write_atomic
-
     board = leaderboard(result, evaluations.rows)
     labels = [s.label for s in result.stages]
     lines = [["rank", "index", "arch", "space", "params", "flops", "stage"] + labels]
     for rank, r in enumerate(board, start=1):
         lines.append([rank, r.get("idx"), r["genotype"], r.get("space"), r.get("params"),
                       r.get("flops"), r["stage"]] + [r["stage_scores"].get(x) for x in labels])
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(
-        [["" if v is None else v for v in line] for line in lines])
-    write_atomic(run_dir / "leaderboard.csv", buf.getvalue())
-    top = run_dir / "top"
-    top.mkdir(exist_ok=True)
-    for old in top.glob("*.json"):
-        old.unlink()
-    width = max(2, len(str(min(cfg.top_k, len(board)))))
-    for rank, r in enumerate(board[:cfg.top_k], start=1):
-        write_json(top / f"{rank:0{width}d}.json", {
-            "rank": rank, "ranked_by": r["stage"], "arch": r["genotype"],
-            "space": identity["space"], "scores": r["stage_scores"], "stage": r["stage"],
-            "params": r.get("params"), "flops": r.get("flops"),
-            "sizes": {k: identity[k] for k in ("channels", "cells", "input_shape")},
-            "dataset": identity["dataset"],
-            "provenance": {"strategy": cfg.strategy, "seed": identity["seed"],
-                           "index": r.get("idx"), "gtn_run": identity["gtn_run"],
-                           "gtn_step": identity["gtn_step"]}})
+    write_board(run_dir, lines, [{
+        "rank": rank, "ranked_by": r["stage"], "arch": r["genotype"],
+        "space": identity["space"], "scores": r["stage_scores"], "stage": r["stage"],
+        "params": r.get("params"), "flops": r.get("flops"),
+        "sizes": {k: identity[k] for k in ("channels", "cells", "input_shape")},
+        "dataset": identity["dataset"],
+        "provenance": {"strategy": cfg.strategy, "seed": identity["seed"], "index": r.get("idx"),
+                       "gtn_run": identity["gtn_run"], "gtn_step": identity["gtn_step"]}}
+        for rank, r in enumerate(board[:cfg.top_k], start=1)])
     best = result.best()
     summary = {
         "search_dir": str(run_dir), "space": identity["space"], "dataset": identity["dataset"],

@@ -47,19 +47,25 @@ def export(run_dir: Path, rows: list[Row], cfg: SearchConfig, identity: dict) ->
                      + [r.get(f"{p}_score") for p in proxies]
                      + [r.get(f"{p}_{k}") for p in timed for k in ("train_s", "compile_s")]
                      + [r.get("seconds")])
+    write_board(run_dir, lines, [top_record(r, rank, cfg, identity)
+                                 for rank, r in enumerate(board[:cfg.top_k], start=1)])
+    return board
+
+
+def write_board(run_dir: Path, lines: list[list], records: list[dict[str, Any]]) -> None:
+    """``leaderboard.csv`` from ``lines`` (header first; None written empty) and ``top/NN.json``
+    from ``records`` (best first), replacing the ones there."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(
         [["" if v is None else v for v in line] for line in lines])
     write_atomic(run_dir / "leaderboard.csv", buf.getvalue())
-
     top = run_dir / "top"
     top.mkdir(exist_ok=True)
     for old in top.glob("*.json"):
         old.unlink()
-    width = max(2, len(str(min(cfg.top_k, len(board)))))
-    for rank, r in enumerate(board[:cfg.top_k], start=1):
-        write_json(top / f"{rank:0{width}d}.json", top_record(r, rank, cfg, identity))
-    return board
+    width = max(2, len(str(len(records))))
+    for rank, record in enumerate(records, start=1):
+        write_json(top / f"{rank:0{width}d}.json", record)
 
 
 def top_record(r: Row, rank: int, cfg: SearchConfig, identity: dict) -> dict[str, Any]:
@@ -113,4 +119,5 @@ def summary(cfg, run_dir, rows, new_rows, board, identity, wall) -> dict[str, An
     return out
 
 
-__all__ = ["export", "leaderboard", "proxy_columns", "summary", "top_record", "voted"]
+__all__ = ["export", "leaderboard", "proxy_columns", "summary", "top_record", "voted",
+           "write_board"]
