@@ -340,8 +340,8 @@ def _strategy_search(cfg, rep, space, run_dir: Path, resumed: bool, store: Store
         rep.info(f"interrupted after {evaluations.scored_now} new evaluations; run the same "
                  "command again to resume")
         raise KeyboardInterrupt
-    summary = driver.export(run_dir, cfg, result, evaluations, identity, time.time() - started)
-    board = driver.leaderboard(result, evaluations.rows)
+    summary, board = driver.export(run_dir, cfg, result, evaluations, identity,
+                                   time.time() - started)
     table = [{"rank": i + 1, "stage": r["stage"], **{k: round(v, 4) for k, v in
                                                       r["stage_scores"].items()},
               "arch": r["genotype"]} for i, r in enumerate(board[:cfg.top_k])]

@@ -70,9 +70,9 @@ class Evaluations:
         self.store, self.scorer_for, self.seed = store, scorer_for, seed
         self.identity, self.worker, self.extra = identity, worker, extra
         self.cache = store.evaluations()
-        self.index = {r["genotype"]: r["idx"] for r in store.rows()}
-        self.next = max(self.index.values(), default=-1) + 1
         self.rows: dict[str, Row] = {r["genotype"]: r for r in store.rows()}
+        self.index = {g: r["idx"] for g, r in self.rows.items()}
+        self.next = max(self.index.values(), default=-1) + 1
         self.scored_now = 0
         self.seconds = 0.0  # spent scoring in this invocation
 
@@ -196,8 +196,9 @@ def leaderboard(result: CascadeResult, rows: dict[str, Row]) -> list[Row]:
 
 
 def export(run_dir: Path, cfg: SearchConfig, result: CascadeResult, evaluations: Evaluations,
-           identity: dict, wall: float) -> dict[str, Any]:
-    """leaderboard.csv, top/NN.json and summary.json of a strategy search."""
+           identity: dict, wall: float) -> tuple[dict[str, Any], list[Row]]:
+    """Writes leaderboard.csv, top/NN.json and summary.json of a strategy search; returns the
+    summary and the leaderboard."""
     board = leaderboard(result, evaluations.rows)
     labels = [s.label for s in result.stages]
     lines = [["rank", "index", "arch", "space", "params", "flops", "stage"] + labels]
@@ -232,7 +233,7 @@ def export(run_dir: Path, cfg: SearchConfig, result: CascadeResult, evaluations:
     if VOTE in cfg.proxies:
         summary["vote"] = list(cfg.vote)
     write_json(run_dir / "summary.json", summary)
-    return summary
+    return summary, board
 
 
 __all__ = ["ENDED", "Evaluations", "export", "leaderboard", "own_fidelity", "record_evaluations",
